@@ -1,0 +1,1 @@
+"""Audits: configuration, the runner (config → train → measure → report) and reports."""

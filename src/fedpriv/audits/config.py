@@ -1,0 +1,379 @@
+"""Typed, frozen audit configuration: what one ``fedpriv audit`` runs.
+
+An :class:`AuditConfig` is built from a TOML file (a preset in ``audits/`` or the
+user's own), then CLI flags are applied on top with :func:`apply_overrides`.
+Every field is type-checked and range-checked when the object is built; unknown
+keys are rejected with the list of valid ones, so a misspelt key fails before
+any model is loaded.  Building from a mapping is generic over the dataclasses
+below (:func:`from_mapping`), so a field added to a dataclass is at once
+readable from TOML and written back by :func:`to_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from fedpriv.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+BUILTIN_DATA = "builtin"
+PARTITION_SCHEMES = ("iid", "dirichlet", "natural")
+PROTOCOL_NAMES_HINT = "see `fedpriv protocols` for the list"
+DP_MODES = ("none",)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapter settings (see :class:`fedpriv.models.LoraSettings`)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None
+    ffa: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, f"model.lora.rank must be >= 1, got {self.rank}")
+        _check(self.alpha > 0, f"model.lora.alpha must be > 0, got {self.alpha}")
+        _check(0 <= self.dropout < 1, f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None:
+            _check(len(self.target_modules) > 0,
+                   "model.lora.target_modules is empty; leave it out to use the model's default")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model to fine-tune and how."""
+
+    name: str = "builtin:tiny-llama"
+    max_length: int = 128
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "model.name is empty; use 'builtin:tiny-llama' or a path")
+        _check(8 <= self.max_length <= 65536,
+               f"model.max_length must be in [8, 65536] tokens, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """Canaries inserted into chosen clients' training data."""
+
+    format: str = "account"
+    per_client: int = 0
+    clients: tuple[int, ...] = (0,)
+    repetitions: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.per_client >= 0, f"data.canaries.per_client must be >= 0, got {self.per_client}")
+        _check(self.repetitions >= 1,
+               f"data.canaries.repetitions must be >= 1, got {self.repetitions}")
+        _check(all(c >= 0 for c in self.clients),
+               f"data.canaries.clients must be client indices >= 0, got {list(self.clients)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where client data comes from and how it is split."""
+
+    source: str = BUILTIN_DATA
+    format: str | None = None
+    text_field: str = "text"
+    key_field: str | None = None
+    label_field: str | None = None
+    records_per_client: int = 120
+    holdout_fraction: float = 0.2
+    partition: str = "natural"
+    partition_by: str = "key"
+    dirichlet_alpha: float = 0.5
+    canaries: CanaryConfig = field(default_factory=CanaryConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.records_per_client >= 2,
+               f"data.records_per_client must be >= 2, got {self.records_per_client}")
+        _check(0 < self.holdout_fraction < 1,
+               f"data.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        _check(self.partition in PARTITION_SCHEMES,
+               f"data.partition must be one of {', '.join(PARTITION_SCHEMES)}; "
+               f"got '{self.partition}'")
+        _check(self.partition_by in ("key", "label"),
+               f"data.partition_by must be 'key' or 'label', got '{self.partition_by}'")
+        _check(self.dirichlet_alpha > 0,
+               f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        _check(bool(self.text_field), "data.text_field is empty")
+
+    @property
+    def is_builtin(self) -> bool:
+        """Whether the built-in synthetic private-records corpus is used."""
+        return self.source == BUILTIN_DATA
+
+    def check_source(self) -> None:
+        """Fail early, with the path, when a data file does not exist."""
+        if self.is_builtin or self.source.startswith("hf:"):
+            return
+        path = Path(self.source)
+        _check(path.exists(), f"data file '{self.source}' does not exist; pass an existing "
+               "JSONL/CSV/text file with --data, or use the built-in corpus")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The federated training loop: clients, rounds, local work."""
+
+    clients: int = 8
+    clients_per_round: int | None = None
+    client_fraction: float | None = None
+    rounds: int = 10
+    local_steps: int | None = 8
+    local_epochs: int | None = None
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    server_lr: float = 1.0
+    eval_every: int = 1
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.clients >= 1, f"federation.clients must be >= 1, got {self.clients}")
+        _check(self.rounds >= 1, f"federation.rounds must be >= 1, got {self.rounds}")
+        _check(self.clients_per_round is None or self.client_fraction is None,
+               "set federation.clients_per_round OR federation.client_fraction, not both")
+        if self.clients_per_round is not None:
+            _check(1 <= self.clients_per_round <= self.clients,
+                   f"federation.clients_per_round must be in [1, clients={self.clients}], "
+                   f"got {self.clients_per_round}")
+        if self.client_fraction is not None:
+            _check(0 < self.client_fraction <= 1,
+                   f"federation.client_fraction must be in (0, 1], got {self.client_fraction}")
+        _check((self.local_steps is None) != (self.local_epochs is None),
+               "set exactly one of federation.local_steps and federation.local_epochs")
+        _check(self.local_steps is None or self.local_steps >= 1,
+               f"federation.local_steps must be >= 1, got {self.local_steps}")
+        _check(self.local_epochs is None or self.local_epochs >= 1,
+               f"federation.local_epochs must be >= 1, got {self.local_epochs}")
+        _check(self.batch_size >= 1, f"federation.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1,
+               f"federation.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _check(self.lr > 0, f"federation.lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0,
+               f"federation.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.max_grad_norm is None or self.max_grad_norm > 0,
+               f"federation.max_grad_norm must be > 0 (or left out), got {self.max_grad_norm}")
+        _check(self.server_lr > 0, f"federation.server_lr must be > 0, got {self.server_lr}")
+        _check(self.eval_every >= 1, f"federation.eval_every must be >= 1, got {self.eval_every}")
+
+    @property
+    def sampled_per_round(self) -> int:
+        """How many clients take part in each round."""
+        if self.clients_per_round is not None:
+            return self.clients_per_round
+        if self.client_fraction is not None:
+            return max(1, round(self.client_fraction * self.clients))
+        return self.clients
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One configuration to train and measure; an audit compares several."""
+
+    name: str
+    protocol: str = "plain"
+    dp: str = "none"
+    ffa: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and all(c.isalnum() or c in "-_+." for c in self.name),
+               f"run name '{self.name}' must be non-empty and use only letters, digits, - _ + .")
+        _check(self.dp in DP_MODES,
+               f"runs.dp '{self.dp}' is not available; valid modes: {', '.join(DP_MODES)}")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """A whole audit: shared data, model and federation settings, and the runs to compare."""
+
+    name: str = "audit"
+    seed: int = 0
+    device: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    runs: tuple[RunConfig, ...] = (RunConfig(name="plain"),)
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _check(len(self.runs) >= 1, "an audit needs at least one [[runs]] entry")
+        names = [r.name for r in self.runs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _check(not dupes, f"run names must be unique; repeated: {', '.join(dupes)}")
+        too_many = [c for c in self.data.canaries.clients if c >= self.federation.clients]
+        _check(not too_many or self.data.canaries.per_client == 0,
+               f"data.canaries.clients {too_many} do not exist with "
+               f"federation.clients={self.federation.clients}")
+
+
+# --------------------------------------------------------------------------- building
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _coerce(value, non_none[0], where)
+        raise ConfigError(f"{where}: unsupported union type {tp}")  # pragma: no cover
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table of settings, got {value!r}")
+        return from_mapping(typing.cast(type, tp), value, where)
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, rejecting unknown keys.
+
+    ``where`` is the dotted path of ``data`` inside the whole config, used in messages.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys"
+            f"{' in [' + where + ']' if where else ''}: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "runs" and cls is AuditConfig:
+            if not isinstance(value, list):
+                raise ConfigError("runs must be an array of tables ([[runs]])")
+            kwargs[name] = tuple(
+                from_mapping(RunConfig, v, f"runs[{i}]") if isinstance(v, Mapping) else
+                _raise(f"runs[{i}] must be a table") for i, v in enumerate(value)
+            )
+            continue
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing required config key '{prefix}{missing[0]}'")
+    return cls(**kwargs)
+
+
+def _raise(message: str) -> Any:
+    raise ConfigError(message)
+
+
+def to_dict(config: Any) -> Any:
+    """Turn a config dataclass into plain JSON/TOML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (tuple, list)):
+        return [to_dict(v) for v in config]
+    return config
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read an audit configuration from a TOML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass a TOML file or use "
+                          "--preset NAME (see `fedpriv presets`)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
+    return from_mapping(AuditConfig, data)
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for presets: the installed package data, then the source tree."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[1] / "_presets", here.parents[3] / "audits"]
+    return [d for d in candidates if d.is_dir()]
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped with fedpriv."""
+    names = {p.stem for d in preset_dirs() for p in d.glob("*.toml")}
+    return sorted(names)
+
+
+def load_preset(name: str) -> AuditConfig:
+    """Load a shipped preset (``default``, ``quick``, …) by name."""
+    for d in preset_dirs():
+        candidate = d / f"{name}.toml"
+        if candidate.is_file():
+            return load_config(candidate)
+    raise ConfigError(f"unknown preset '{name}'; available: {', '.join(available_presets())}")
+
+
+def apply_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
+    """Apply CLI-style overrides given as dotted keys with ``__`` (``federation__rounds=3``).
+
+    ``None`` values are ignored, so callers can pass every optional flag straight through.
+    Values go through the same type and range checks as the TOML file.
+    """
+    data = to_dict(config)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split("__")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown override '{key.replace('__', '.')}'")
+            node = node[part]
+        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return from_mapping(AuditConfig, data)

@@ -1,0 +1,23 @@
+"""Progress callbacks of the audit runner (kept free of heavy imports for the CLI)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedpriv.audits.config import RunConfig
+    from fedpriv.audits.runner import RunOutcome
+    from fedpriv.train.loop import RoundRecord
+
+
+class AuditProgress:
+    """Callbacks the runner calls as it goes; the CLI overrides them to draw progress."""
+
+    def run_started(self, run: RunConfig, total_rounds: int, first_round: int) -> None:
+        """A run is about to train (``first_round`` > 0 when resumed)."""
+
+    def round_finished(self, run: RunConfig, record: RoundRecord) -> None:
+        """A round of ``run`` finished and was checkpointed."""
+
+    def run_finished(self, run: RunConfig, outcome: RunOutcome) -> None:
+        """A run finished (successfully or not)."""

@@ -1,0 +1,225 @@
+"""report.json (schema 1) and report.md: building, validating, writing atomically.
+
+The JSON layout is the contract in DESIGN.md ("extend, never rename");
+``report.schema.json`` beside this module is its JSON Schema and every report
+is validated against it before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from fedpriv import __version__
+from fedpriv.audits.config import AuditConfig, to_dict
+
+if TYPE_CHECKING:
+    from fedpriv.audits.runner import RunOutcome
+
+SCHEMA_VERSION = 1
+
+
+@cache
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of report.json."""
+    text = resources.files("fedpriv.audits").joinpath("report.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``report`` does not follow schema 1."""
+    jsonschema.validate(report, report_schema())
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
+    run, training = outcome.run, outcome.training
+    entry: dict[str, Any] = {
+        "name": run.name,
+        "protocol": run.protocol,
+        "status": outcome.status,
+        "error": outcome.error,
+        "dp": {"mode": run.dp},
+        # No DP: ε is unbounded, written as null with accountant "none".
+        "privacy": {"epsilon": None, "delta": None, "accountant": "none"},
+        "utility": {},
+        "leakage": {},
+        "cost": {},
+        "lora": {
+            "rank": outcome.lora.rank,
+            "alpha": outcome.lora.alpha,
+            "ffa": outcome.lora.ffa,
+            "adapter_size": outcome.adapter_size,
+        },
+        "history": [],
+        "resumed_from_round": None,
+        "artifacts": {"adapter": outcome.adapter_dir},
+    }
+    if training is None:
+        return entry
+    base, final = training.base_eval, training.final_eval
+    reduction = None
+    if math.isfinite(base.perplexity) and math.isfinite(final.perplexity) and base.perplexity:
+        reduction = 1.0 - final.perplexity / base.perplexity
+    entry["utility"] = {
+        "eval_loss": _finite(final.loss),
+        "perplexity": _finite(final.perplexity),
+        "base_eval_loss": _finite(base.loss),
+        "base_perplexity": _finite(base.perplexity),
+        "perplexity_reduction": _finite(reduction),
+        "eval_tokens": final.tokens,
+    }
+    hist = training.history
+    rounds = max(len(hist), 1)
+    entry["cost"] = {
+        "wall_s": training.wall_s,
+        "train_s": sum(h.train_s for h in hist),
+        "protocol_s": sum(h.protocol_s for h in hist),
+        "bytes_up_per_client": sum(h.bytes_up_per_client for h in hist) / rounds,
+        "bytes_down_per_client": sum(h.bytes_down_per_client for h in hist) / rounds,
+        "rounds": len(hist),
+    }
+    entry["history"] = [
+        {
+            "round": h.round,
+            "participants": h.participants,
+            "survivors": h.survivors,
+            "train_loss": _finite(h.train_loss),
+            "eval_loss": _finite(h.eval_loss),
+            "perplexity": _finite(h.perplexity),
+            "update_norm": h.update_norm,
+            "wall_s": h.wall_s,
+        }
+        for h in hist
+    ]
+    entry["resumed_from_round"] = training.resumed_from_round
+    return entry
+
+
+def build_report(
+    config: AuditConfig, outcomes: Sequence[RunOutcome], *, device: str, wall_s: float
+) -> dict[str, Any]:
+    """Assemble report.json (schema 1) from the finished runs."""
+    import torch  # local: keeps `fedpriv report` light
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "fedpriv_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": to_dict(config),
+        "environment": {
+            "device": device,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "wall_s": wall_s,
+        "runs": [_run_entry(o) for o in outcomes],
+    }
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """One row of display strings per run (used by report.md and the CLI table)."""
+    rows = []
+    for run in report["runs"]:
+        util, cost, priv = run["utility"], run["cost"], run["privacy"]
+        red = util.get("perplexity_reduction")
+        rows.append({
+            "run": run["name"],
+            "status": run["status"],
+            "protocol": run["protocol"],
+            "dp": run["dp"]["mode"],
+            "epsilon": "∞" if priv["epsilon"] is None else _fmt(priv["epsilon"]),
+            "perplexity": _fmt(util.get("perplexity")),
+            "base_perplexity": _fmt(util.get("base_perplexity")),
+            "reduction": "—" if red is None else f"{100 * red:.1f}%",
+            "wall_s": _fmt(cost.get("wall_s"), ".1f"),
+            "bytes_up": _bytes(cost.get("bytes_up_per_client")),
+        })
+    return rows
+
+
+COLUMNS = [
+    ("run", "run", "the configuration's name"),
+    ("status", "status", "ok, or failed with the error in report.json"),
+    ("protocol", "protocol", "how updates reach the server (plain: in the clear)"),
+    ("dp", "DP", "differential-privacy mode"),
+    ("epsilon", "ε", "theoretical privacy loss (∞: no formal guarantee)"),
+    ("perplexity", "perplexity", "held-out perplexity of the fine-tuned model (lower is better)"),
+    ("base_perplexity", "base ppl", "the same for the base model before fine-tuning"),
+    ("reduction", "ppl ↓", "relative perplexity reduction from fine-tuning"),
+    ("wall_s", "wall s", "wall-clock seconds of the run"),
+    ("bytes_up", "up/client/round", "bytes one client uploads per round"),
+]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: a table a person reads in ten seconds, with what each column means."""
+    cfg = report["config"]
+    fed = cfg["federation"]
+    lines = [
+        f"# fedpriv audit — {cfg['name']}",
+        "",
+        f"{len(report['runs'])} run(s) · model `{cfg['model']['name']}` · "
+        f"{fed['clients']} clients · {fed['rounds']} rounds · seed {cfg['seed']} · "
+        f"device {report['environment']['device']} · fedpriv {report['fedpriv_version']}",
+        "",
+        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for row in summary_rows(report):
+        lines.append("| " + " | ".join(row[key] for key, _, _ in COLUMNS) + " |")
+    lines += ["", "What the columns mean:", ""]
+    lines += [f"- **{title}**: {meaning}" for _, title, meaning in COLUMNS]
+    failed = [r for r in report["runs"] if r["status"] != "ok"]
+    if failed:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- `{r['name']}`: {r['error']}" for r in failed]
+    lines += ["", "Leakage measurements (membership inference, inversion, canaries) are not "
+              "part of this fedpriv version yet; `leakage` is empty in report.json.", ""]
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    """Validate ``report`` and write ``report.json`` and ``report.md`` into ``out_dir``."""
+    validate_report(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    _atomic_write(out_dir / "report.md", render_markdown(report))

@@ -1,0 +1,203 @@
+"""The audit runner: config → data → model → federated runs → report.
+
+:func:`run_audit` is the one entry point the CLI and benchmark scripts call.
+It checks everything it can before loading a model (:func:`preflight`), builds
+the clients' data once, loads the base model once, and for each run attaches a
+fresh LoRA adapter, trains it through the run's protocol, measures utility and
+writes ``report.json`` / ``report.md`` after every finished run, so a crash
+never loses a run that finished.  Each run checkpoints after every round;
+``resume=True`` continues unfinished runs and reuses finished ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedpriv.audits.config import AuditConfig, RunConfig, to_dict
+from fedpriv.audits.progress import AuditProgress
+from fedpriv.audits.report import build_report, write_report
+from fedpriv.data import (
+    FederatedDataset,
+    build_federated_dataset,
+    generate_client_records,
+    get_canary_format,
+    load_hf_dataset,
+    load_records,
+    make_canaries,
+    partition_records,
+)
+from fedpriv.errors import ConfigError, FedprivError
+from fedpriv.models import (
+    LoraSettings,
+    adapter_size,
+    attach_lora,
+    load_base_model,
+    pick_device,
+)
+from fedpriv.protocols import available as available_protocols
+from fedpriv.protocols import create as create_protocol
+from fedpriv.train import FederatedTrainer, FederationSettings, RoundRecord, TrainingResult
+from fedpriv.train.batching import TokenIds, encode_texts
+from fedpriv.train.local import LocalTrainingSettings
+
+logger = logging.getLogger(__name__)
+
+HF_PREFIX = "hf:"
+
+
+@dataclass
+class RunOutcome:
+    """One run's result as the report needs it."""
+
+    run: RunConfig
+    lora: LoraSettings
+    status: str
+    error: str | None = None
+    training: TrainingResult | None = None
+    adapter_size: int = 0
+    adapter_dir: str | None = None
+
+
+def preflight(config: AuditConfig) -> None:
+    """Check what can be checked without loading a model; raise a FedprivError otherwise."""
+    config.data.check_source()
+    known = available_protocols()
+    for run in config.runs:
+        if run.protocol not in known:
+            raise ConfigError(f"run '{run.name}': unknown protocol '{run.protocol}'; "
+                              f"available: {', '.join(known)}")
+    if config.data.canaries.per_client > 0:
+        get_canary_format(config.data.canaries.format)
+    pick_device(config.device)
+
+
+def build_dataset(config: AuditConfig) -> FederatedDataset:
+    """The clients' member / non-member data (with canaries) for ``config``."""
+    data, fed = config.data, config.federation
+    rng = np.random.default_rng([config.seed, 0xDA7A])
+    if data.is_builtin:
+        per_client = generate_client_records(fed.clients, data.records_per_client,
+                                             seed=config.seed)
+        records = [r for client in per_client for r in client]
+    elif data.source.startswith(HF_PREFIX):
+        records = load_hf_dataset(data.source[len(HF_PREFIX):], text_field=data.text_field,
+                                  key_field=data.key_field, label_field=data.label_field)
+    else:
+        records = load_records(data.source, text_field=data.text_field, key_field=data.key_field,
+                               label_field=data.label_field, fmt=data.format)
+    client_records = partition_records(records, num_clients=fed.clients, scheme=data.partition,
+                                       rng=rng, alpha=data.dirichlet_alpha, by=data.partition_by)
+    canaries = []
+    if data.canaries.per_client > 0:
+        canaries = make_canaries(get_canary_format(data.canaries.format), data.canaries.clients,
+                                 data.canaries.per_client, data.canaries.repetitions, rng)
+    return build_federated_dataset(client_records, holdout_fraction=data.holdout_fraction,
+                                   rng=rng, canaries=canaries)
+
+
+def run_fingerprint(config: AuditConfig, run: RunConfig) -> str:
+    """Hash of everything that determines a run's numbers (not the device or other runs)."""
+    shared = to_dict(replace(config, runs=(run,)))
+    shared.pop("device", None)
+    shared.pop("name", None)
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lora_settings(config: AuditConfig, run: RunConfig) -> LoraSettings:
+    """The LoRA settings of ``run`` (the model's, with the run's overrides)."""
+    lora = config.model.lora
+    return LoraSettings(
+        rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        ffa=lora.ffa if run.ffa is None else run.ffa,
+    )
+
+
+def federation_settings(config: AuditConfig) -> FederationSettings:
+    """Loop settings derived from the config's ``[federation]`` table."""
+    fed = config.federation
+    return FederationSettings(
+        rounds=fed.rounds,
+        clients_per_round=fed.sampled_per_round,
+        local=LocalTrainingSettings(
+            batch_size=fed.batch_size, lr=fed.lr, steps=fed.local_steps, epochs=fed.local_epochs,
+            weight_decay=fed.weight_decay, max_grad_norm=fed.max_grad_norm,
+        ),
+        server_lr=fed.server_lr,
+        eval_every=fed.eval_every,
+        eval_batch_size=fed.eval_batch_size,
+    )
+
+
+def run_audit(
+    config: AuditConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: AuditProgress | None = None,
+) -> dict[str, Any]:
+    """Run every configuration of ``config``; write and return the report (schema 1).
+
+    A run that fails with an error is recorded with ``status: "failed"`` and its
+    message, and the remaining runs still go ahead.
+    """
+    progress = progress or AuditProgress()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    preflight(config)
+    started = time.perf_counter()
+    device = pick_device(config.device)
+    dataset = build_dataset(config)
+    model, tokenizer = load_base_model(config.model.name, device=device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_len = config.model.max_length
+    client_examples: list[list[TokenIds]] = [
+        encode_texts(tokenizer, c.members, max_len) for c in dataset.clients
+    ]
+    eval_examples = encode_texts(tokenizer, dataset.all_nonmembers(), max_len)
+    outcomes: list[RunOutcome] = []
+    for run in config.runs:
+        lora = lora_settings(config, run)
+        ckpt_dir = out / "runs" / run.name
+        outcome = RunOutcome(run=run, lora=lora, status="failed")
+        peft_model = None
+        try:
+            peft_model = attach_lora(model, lora, seed=config.seed)
+            trainer = FederatedTrainer(
+                peft_model, client_examples, eval_examples, create_protocol(run.protocol),
+                federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
+                checkpoint_path=ckpt_dir / "checkpoint.pt",
+                fingerprint=run_fingerprint(config, run),
+            )
+            first = trainer.resume_point(resume)
+            progress.run_started(run, config.federation.rounds, first)
+            outcome.training = trainer.run(resume=resume, on_round_end=partial(
+                progress.round_finished, run))
+            outcome.adapter_size = adapter_size(peft_model)
+            peft_model.save_pretrained(str(ckpt_dir / "adapter"))
+            outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
+            outcome.status = "ok"
+        except (FedprivError, RuntimeError, torch.cuda.OutOfMemoryError) as err:
+            if isinstance(err, FedprivError) and len(config.runs) == 1:
+                raise
+            logger.error("run '%s' failed: %s", run.name, err)
+            outcome.error = f"{type(err).__name__}: {err}"
+        finally:
+            if peft_model is not None:
+                model = peft_model.unload()
+        outcomes.append(outcome)
+        progress.run_finished(run, outcome)
+        report = build_report(config, outcomes, device=str(device),
+                              wall_s=time.perf_counter() - started)
+        write_report(out, report)
+    return report

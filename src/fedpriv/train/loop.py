@@ -1,0 +1,289 @@
+"""The compact federated loop: sample clients, train locally, aggregate through a protocol.
+
+One base model is shared by all clients.  Each sampled client loads the global
+adapter vector into it, trains for a few local steps, and hands its update
+``Δ_i = local - global`` and FedAvg weight (its number of training records) to
+the aggregation protocol.  The driver in :mod:`fedpriv.protocols` runs the
+protocol's message phases and returns the weighted mean and the
+:class:`~fedpriv.protocols.ServerView`; the server applies
+``global += server_lr · mean Δ``.  Because every client trains the same
+vector (A and B of each LoRA pair, or only B under FFA-LoRA), averaging the
+flat vector is FedAvg of A and of B.
+
+Randomness is derived from ``(seed, round, client)`` with ``numpy``
+``SeedSequence`` so a run is deterministic on CPU and a resumed run draws the
+same clients and batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import PeftModel
+
+from fedpriv.errors import CheckpointError, ConfigError
+from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
+from fedpriv.protocols import (
+    AggregationProtocol,
+    AggregationResult,
+    ClientInput,
+    RoundContext,
+    ServerView,
+    run_round,
+)
+from fedpriv.train.batching import TokenIds
+from fedpriv.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedpriv.train.local import EvalResult, LocalTrainingSettings, evaluate, train_local
+
+logger = logging.getLogger(__name__)
+
+VIEW_POLICIES = ("none", "last", "all")
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Loop settings (built from :class:`fedpriv.audits.config.FederationConfig`)."""
+
+    rounds: int
+    clients_per_round: int
+    local: LocalTrainingSettings
+    server_lr: float = 1.0
+    eval_every: int = 1
+    eval_batch_size: int = 32
+    keep_views: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.keep_views not in VIEW_POLICIES:
+            raise ConfigError(f"keep_views must be one of {VIEW_POLICIES}, got {self.keep_views!r}")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What happened in one round (one row of the report's per-round history)."""
+
+    round: int
+    participants: list[int]
+    survivors: list[int]
+    train_loss: float
+    update_norm: float
+    eval_loss: float | None
+    perplexity: float | None
+    wall_s: float
+    train_s: float
+    protocol_s: float
+    bytes_up_per_client: float
+    bytes_down_per_client: float
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of a federated run."""
+
+    global_vector: np.ndarray
+    history: list[RoundRecord]
+    base_eval: EvalResult
+    final_eval: EvalResult
+    views: list[ServerView] = field(default_factory=list)
+    wall_s: float = 0.0
+    resumed_from_round: int | None = None
+
+
+def _seed_int(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class FederatedTrainer:
+    """Runs the federated loop for one run of an audit on a shared base model."""
+
+    def __init__(
+        self,
+        model: PeftModel,
+        client_examples: Sequence[Sequence[TokenIds]],
+        eval_examples: Sequence[TokenIds],
+        protocol: AggregationProtocol,
+        settings: FederationSettings,
+        *,
+        pad_id: int,
+        device: torch.device,
+        seed: int,
+        checkpoint_path: Path | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        if not client_examples:
+            raise ConfigError("the federation has no clients")
+        if settings.clients_per_round > len(client_examples):
+            raise ConfigError(
+                f"{settings.clients_per_round} clients per round requested but only "
+                f"{len(client_examples)} clients have data; lower federation.clients_per_round"
+            )
+        self.model = model
+        self.client_examples = client_examples
+        self.client_weights = [float(len(e)) for e in client_examples]
+        self.eval_examples = eval_examples
+        self.protocol = protocol
+        self.settings = settings
+        self.pad_id = pad_id
+        self.device = device
+        self.seed = seed
+        self.checkpoint_path = checkpoint_path
+        self.fingerprint = fingerprint
+        self.params = trainable_parameters(model)
+
+    # ------------------------------------------------------------------ pieces
+    def sample_clients(self, round_index: int) -> tuple[int, ...]:
+        """Clients taking part in ``round_index``: a deterministic sample without replacement."""
+        n, k = len(self.client_examples), self.settings.clients_per_round
+        if k == n:
+            return tuple(range(n))
+        rng = np.random.default_rng([self.seed, round_index, 1])
+        return tuple(sorted(int(c) for c in rng.choice(n, size=k, replace=False)))
+
+    def client_update(
+        self, client: int, round_index: int, global_vector: np.ndarray
+    ) -> tuple[ClientInput, float]:
+        """Train ``client`` from the global adapter; return its protocol input and mean loss."""
+        set_adapter_vector(self.model, global_vector)
+        torch.manual_seed(_seed_int(self.seed, round_index, 2, client))  # adapter dropout
+        rng = np.random.default_rng([self.seed, round_index, 3, client])
+        result = train_local(
+            self.model, self.params, self.client_examples[client], self.settings.local,
+            pad_id=self.pad_id, device=self.device, rng=rng,
+        )
+        delta = get_adapter_vector(self.model) - global_vector
+        return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
+
+    def train_round(
+        self, round_index: int, global_vector: np.ndarray
+    ) -> tuple[np.ndarray, AggregationResult, list[float], float]:
+        """One round without evaluation or checkpointing.
+
+        Returns the new global vector, the protocol's result, the clients' mean
+        training losses and the seconds spent in local training.
+        """
+        t0 = time.perf_counter()
+        participants = self.sample_clients(round_index)
+        inputs: dict[int, ClientInput] = {}
+        losses = []
+        for client in participants:
+            inputs[client], loss = self.client_update(client, round_index, global_vector)
+            losses.append(loss)
+        train_s = time.perf_counter() - t0
+        ctx = RoundContext(round=round_index, participants=participants,
+                           vector_size=global_vector.size)
+        result = run_round(self.protocol, ctx, inputs)
+        step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
+        return global_vector + step, result, losses, train_s
+
+    def evaluate(self, vector: np.ndarray) -> EvalResult:
+        """Held-out loss and perplexity of the model with adapter ``vector``."""
+        set_adapter_vector(self.model, vector)
+        return evaluate(self.model, self.eval_examples, pad_id=self.pad_id, device=self.device,
+                        batch_size=self.settings.eval_batch_size)
+
+    # ------------------------------------------------------------------ the loop
+    def _resume_state(self, resume: bool) -> Checkpoint | None:
+        if not resume or self.checkpoint_path is None:
+            return None
+        ckpt = load_checkpoint(self.checkpoint_path)
+        if ckpt is None:
+            return None
+        if ckpt.fingerprint != self.fingerprint:
+            raise CheckpointError(
+                f"checkpoint '{self.checkpoint_path}' was written by a different configuration; "
+                "resume with the same config and flags, or use another --out to start afresh"
+            )
+        return ckpt
+
+    def resume_point(self, resume: bool) -> int:
+        """The round a run with ``resume`` would start at (0 without a usable checkpoint)."""
+        ckpt = self._resume_state(resume)
+        return 0 if ckpt is None else ckpt.completed_rounds
+
+    def run(
+        self,
+        *,
+        resume: bool = False,
+        on_round_end: Callable[[RoundRecord], None] | None = None,
+    ) -> TrainingResult:
+        """Train for the configured rounds (continuing a checkpoint when ``resume``)."""
+        start = time.perf_counter()
+        ckpt = self._resume_state(resume)
+        initial = get_adapter_vector(self.model)
+        if ckpt is not None:
+            if ckpt.global_vector.shape != initial.shape:
+                raise CheckpointError(
+                    f"checkpoint '{self.checkpoint_path}' holds an adapter of "
+                    f"{ckpt.global_vector.size} values, this model's has {initial.size}"
+                )
+            global_vector = ckpt.global_vector
+            history = [RoundRecord(**h) for h in ckpt.history]
+            base_eval = EvalResult(
+                loss=float(ckpt.base_eval["loss"]),
+                perplexity=float(ckpt.base_eval["perplexity"]),
+                tokens=int(ckpt.base_eval["tokens"]),
+            )
+            first_round, elapsed_before = ckpt.completed_rounds, ckpt.elapsed_s
+            logger.info("resuming from round %d of %d", first_round, self.settings.rounds)
+        else:
+            global_vector = initial
+            history = []
+            base_eval = self.evaluate(global_vector)
+            first_round, elapsed_before = 0, 0.0
+        views: list[ServerView] = []
+        last_eval: EvalResult | None = None
+        for r in range(first_round, self.settings.rounds):
+            t_round = time.perf_counter()
+            global_vector, result, losses, train_s = self.train_round(r, global_vector)
+            if self.settings.keep_views == "all":
+                views.append(result.view)
+            elif self.settings.keep_views == "last":
+                views = [result.view]
+            last = r == self.settings.rounds - 1
+            last_eval = None
+            if last or (r + 1) % self.settings.eval_every == 0:
+                last_eval = self.evaluate(global_vector)
+            record = RoundRecord(
+                round=r,
+                participants=list(result.view.participants),
+                survivors=list(result.survivors),
+                train_loss=float(np.mean(losses)),
+                update_norm=float(np.linalg.norm(result.aggregate)),
+                eval_loss=None if last_eval is None else last_eval.loss,
+                perplexity=None if last_eval is None else last_eval.perplexity,
+                wall_s=time.perf_counter() - t_round,
+                train_s=train_s,
+                protocol_s=result.cost.protocol_seconds(),
+                bytes_up_per_client=result.cost.bytes_up_per_client(),
+                bytes_down_per_client=result.cost.bytes_down_per_client(),
+            )
+            history.append(record)
+            if self.checkpoint_path is not None:
+                save_checkpoint(self.checkpoint_path, Checkpoint(
+                    fingerprint=self.fingerprint,
+                    completed_rounds=r + 1,
+                    global_vector=global_vector,
+                    history=[asdict(h) for h in history],
+                    base_eval=asdict(base_eval),
+                    elapsed_s=elapsed_before + time.perf_counter() - start,
+                    finished=last,
+                ))
+            if on_round_end is not None:
+                on_round_end(record)
+        if last_eval is None:  # resumed a finished run, or eval skipped on the last round
+            last_eval = self.evaluate(global_vector)
+        set_adapter_vector(self.model, global_vector)
+        return TrainingResult(
+            global_vector=global_vector,
+            history=history,
+            base_eval=base_eval,
+            final_eval=last_eval,
+            views=views,
+            wall_s=elapsed_before + time.perf_counter() - start,
+            resumed_from_round=first_round if ckpt is not None else None,
+        )

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fedpriv.audits.config import (
+    AuditConfig,
+    FederationConfig,
+    apply_overrides,
+    available_presets,
+    from_mapping,
+    load_config,
+    load_preset,
+    to_dict,
+)
+from fedpriv.errors import ConfigError
+
+
+def test_presets_load_and_round_trip() -> None:
+    assert {"default", "quick"} <= set(available_presets())
+    for name in available_presets():
+        cfg = load_preset(name)
+        assert isinstance(cfg, AuditConfig)
+        assert from_mapping(AuditConfig, to_dict(cfg)) == cfg
+
+
+def test_unknown_key_is_rejected_with_valid_keys(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[federation]\nroundz = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'federation.roundz'.*rounds"):
+        load_config(p)
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("sede = 3\n")
+    with pytest.raises(ConfigError, match="'sede'"):
+        load_config(p)
+
+
+def test_wrong_types_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="federation.rounds must be an integer"):
+        from_mapping(AuditConfig, {"federation": {"rounds": "ten"}})
+    with pytest.raises(ConfigError, match="federation.rounds must be an integer"):
+        from_mapping(AuditConfig, {"federation": {"rounds": True}})
+    with pytest.raises(ConfigError, match="model.lora.ffa must be true or false"):
+        from_mapping(AuditConfig, {"model": {"lora": {"ffa": 1}}})
+
+
+def test_ranges_are_checked() -> None:
+    with pytest.raises(ConfigError, match="federation.rounds must be >= 1"):
+        apply_overrides(AuditConfig(), federation__rounds=-3)
+    with pytest.raises(ConfigError, match="holdout_fraction"):
+        from_mapping(AuditConfig, {"data": {"holdout_fraction": 1.5}})
+    with pytest.raises(ConfigError, match="clients_per_round OR"):
+        FederationConfig(clients_per_round=2, client_fraction=0.5)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        FederationConfig(local_steps=None, local_epochs=None)
+
+
+def test_missing_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[federation\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_unknown_preset_lists_available() -> None:
+    with pytest.raises(ConfigError, match="available: .*default"):
+        load_preset("nope")
+
+
+def test_duplicate_run_names() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        from_mapping(AuditConfig, {"runs": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_canary_clients_must_exist() -> None:
+    with pytest.raises(ConfigError, match="do not exist"):
+        from_mapping(AuditConfig, {"data": {"canaries": {"per_client": 1, "clients": [9]}},
+                                   "federation": {"clients": 4}})
+
+
+@given(rounds=st.integers(1, 1000), clients=st.integers(1, 64), seed=st.integers(0, 2**31))
+def test_overrides_apply(rounds: int, clients: int, seed: int) -> None:
+    cfg = apply_overrides(AuditConfig(), federation__rounds=rounds, federation__clients=clients,
+                          seed=seed, device=None)
+    assert (cfg.federation.rounds, cfg.federation.clients, cfg.seed) == (rounds, clients, seed)
+    assert cfg.device == AuditConfig().device
+
+
+def test_sampled_per_round() -> None:
+    assert FederationConfig(clients=10).sampled_per_round == 10
+    assert FederationConfig(clients=10, clients_per_round=3).sampled_per_round == 3
+    assert FederationConfig(clients=10, client_fraction=0.25).sampled_per_round == 2
+    assert FederationConfig(clients=3, client_fraction=0.01).sampled_per_round == 1

@@ -1,0 +1,16 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_config_dict
+
+from fedpriv.audits.config import AuditConfig, from_mapping
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_config() -> AuditConfig:
+    return from_mapping(AuditConfig, tiny_config_dict())

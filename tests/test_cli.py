@@ -1,0 +1,135 @@
+"""The `fedpriv` command: exit codes, messages, reports, --resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fedpriv.audits.config import AuditConfig, from_mapping
+from fedpriv.audits.report import report_schema
+from fedpriv.audits.runner import run_audit
+from fedpriv.cli import app
+from fedpriv.train.checkpoint import load_checkpoint
+
+from helpers import tiny_config_dict, write_toml
+
+runner = CliRunner()
+
+
+def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    text = result.stderr.strip()
+    assert text.startswith("error:"), text
+    assert "Traceback" not in result.output
+    return text
+
+
+def test_negative_rounds_exit_2(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--rounds", "-3", "--out",
+                            str(tmp_path)])
+    assert "federation.rounds must be >= 1" in _one_line_error(r)
+
+
+def test_unknown_toml_key_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[federation]\nrounds = 2\nlocal_stepz = 3\n")
+    r = runner.invoke(app, ["audit", str(cfg), "--out", str(tmp_path / "o")])
+    assert "unknown config key 'federation.local_stepz'" in _one_line_error(r)
+
+
+def test_missing_data_file_exit_2(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--data", str(tmp_path / "none.jsonl"),
+                            "--out", str(tmp_path)])
+    assert "none.jsonl' does not exist" in _one_line_error(r)
+
+
+def test_unknown_protocol_and_preset_exit_2(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--protocol", "telepathy"])
+    assert "unknown protocol 'telepathy'" in _one_line_error(r)
+    r = runner.invoke(app, ["audit", "--preset", "nope"])
+    assert "unknown preset 'nope'" in _one_line_error(r)
+
+
+def test_audit_on_user_jsonl_writes_valid_report(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    names = ["Ada", "Bo", "Cy", "Di"]
+    rows = [{"body": f"Ticket {i}: {names[i % 4]} called about invoice {rng.integers(1e5)}."}
+            for i in range(40)]
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict())
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["audit", str(cfg), "--data", str(data), "--text-field", "body",
+                            "--clients", "4", "--rounds", "2", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.stdout)
+    written = json.loads((out / "report.json").read_text())
+    assert printed == written
+    jsonschema.validate(written, report_schema())
+    assert written["config"]["data"]["partition"] == "iid"
+    assert written["config"]["federation"]["clients"] == 4
+    assert (out / "report.md").read_text().startswith("# fedpriv audit")
+
+
+def test_report_schema_rejects_broken_reports(tiny_config: AuditConfig, tmp_path: Path) -> None:
+    report = run_audit(tiny_config, tmp_path)
+    jsonschema.validate(report, report_schema())
+    broken = json.loads(json.dumps(report))
+    del broken["runs"][0]["utility"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, report_schema())
+    broken = json.loads(json.dumps(report))
+    broken["runs"][0]["privacy"] = {"epsilon": 3.0, "delta": None, "accountant": "none"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, report_schema())
+
+
+def test_protocols_and_presets_commands() -> None:
+    r = runner.invoke(app, ["protocols", "--json"])
+    assert r.exit_code == 0
+    assert "plain" in [p["name"] for p in json.loads(r.stdout)]
+    r = runner.invoke(app, ["presets"])
+    assert r.exit_code == 0 and "default" in r.stdout.split()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    rounds = 40
+    cfg_dict = tiny_config_dict(clients=2, rounds=rounds, local_steps=1, batch_size=2)
+    cfg_path = write_toml(tmp_path / "c.toml", cfg_dict)
+    out = tmp_path / "killed"
+    ckpt = out / "runs" / "plain" / "checkpoint.pt"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedpriv.cli", "audit", str(cfg_path), "--out", str(out),
+         "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        ck = load_checkpoint(ckpt) if ckpt.exists() else None
+        if ck is not None and ck.completed_rounds >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    ck = load_checkpoint(ckpt)
+    assert ck is not None, "the killed audit wrote no checkpoint"
+    assert 2 <= ck.completed_rounds < rounds, "killed too late to test resuming"
+    r = runner.invoke(app, ["audit", str(cfg_path), "--out", str(out), "--resume", "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["runs"][0]["resumed_from_round"] == ck.completed_rounds
+    resumed = load_checkpoint(ckpt)
+    full = tmp_path / "full"
+    run_audit(from_mapping(AuditConfig, cfg_dict), full)
+    uninterrupted = load_checkpoint(full / "runs" / "plain" / "checkpoint.pt")
+    assert resumed is not None and uninterrupted is not None
+    np.testing.assert_array_equal(resumed.global_vector, uninterrupted.global_vector)
