@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_config_dict
 
 from fedpriv.audits.config import AuditConfig, from_mapping
+from helpers import tiny_config_dict
 
 torch.set_num_threads(2)
 

@@ -18,7 +18,6 @@ from fedpriv.audits.report import report_schema
 from fedpriv.audits.runner import run_audit
 from fedpriv.cli import app
 from fedpriv.train.checkpoint import load_checkpoint
-
 from helpers import tiny_config_dict, write_toml
 
 runner = CliRunner()

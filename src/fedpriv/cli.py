@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,7 +35,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
+# Piped output is not wrapped at 80 columns: the run table is wider than that.
+out_console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 
@@ -82,12 +84,15 @@ class _RichProgress(AuditProgress):
 def _summary_table(report: dict[str, Any]) -> Table:
     from fedpriv.audits.report import COLUMNS, summary_rows
 
-    table = Table(title=f"fedpriv audit — {report['config']['name']}")
-    for _key, title, _ in COLUMNS:
-        table.add_column(title, justify="left" if _key in ("run", "protocol") else "right")
-    for row in summary_rows(report):
+    shown = [c for c in COLUMNS if c[0] != "status"]  # failed runs are shown in red instead
+    table = Table(title=f"fedpriv audit — {report['config']['name']}", box=box.SIMPLE_HEAD)
+    rows = summary_rows(report)
+    for key, title, _ in shown:
+        table.add_column(title, justify="left" if key in ("run", "protocol") else "right",
+                         no_wrap=True, min_width=max(len(title), *(len(r[key]) for r in rows)))
+    for row in rows:
         style = None if row["status"] == "ok" else "red"
-        table.add_row(*(row[key] for key, _, _ in COLUMNS), style=style)
+        table.add_row(*(row[key] for key, _, _ in shown), style=style)
     return table
 
 
@@ -107,7 +112,7 @@ def audit(
         Optional[str], typer.Option(help="auto (cuda when present), cpu, cuda, cuda:N.")
     ] = None,
     model: Annotated[
-        Optional[str], typer.Option(help="Base causal LM: builtin:tiny-llama, a local dir or hub id.")
+        Optional[str], typer.Option(help="Base causal LM: builtin:tiny-llama, local dir or hub id.")
     ] = None,
     data: Annotated[
         Optional[str],
@@ -119,7 +124,7 @@ def audit(
     ] = None,
     partition: Annotated[
         Optional[str],
-        typer.Option(help="iid, dirichlet or natural (default iid with --data, natural otherwise)."),
+        typer.Option(help="iid, dirichlet or natural (default: iid with --data, else natural)."),
     ] = None,
     protocol: Annotated[
         Optional[str], typer.Option(help="Run a single configuration with this protocol.")
@@ -134,6 +139,9 @@ def audit(
     from fedpriv.audits.config import apply_overrides, load_config, load_preset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # our own bars own the terminal
     try:
         if config is not None and preset is not None:
             raise _fail("give a config file or --preset, not both")

@@ -40,16 +40,16 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 
 def test_wrong_types_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="federation.rounds must be an integer"):
+    with pytest.raises(ConfigError, match=r"federation.rounds must be an integer"):
         from_mapping(AuditConfig, {"federation": {"rounds": "ten"}})
-    with pytest.raises(ConfigError, match="federation.rounds must be an integer"):
+    with pytest.raises(ConfigError, match=r"federation.rounds must be an integer"):
         from_mapping(AuditConfig, {"federation": {"rounds": True}})
-    with pytest.raises(ConfigError, match="model.lora.ffa must be true or false"):
+    with pytest.raises(ConfigError, match=r"model.lora.ffa must be true or false"):
         from_mapping(AuditConfig, {"model": {"lora": {"ffa": 1}}})
 
 
 def test_ranges_are_checked() -> None:
-    with pytest.raises(ConfigError, match="federation.rounds must be >= 1"):
+    with pytest.raises(ConfigError, match=r"federation.rounds must be >= 1"):
         apply_overrides(AuditConfig(), federation__rounds=-3)
     with pytest.raises(ConfigError, match="holdout_fraction"):
         from_mapping(AuditConfig, {"data": {"holdout_fraction": 1.5}})
@@ -69,7 +69,7 @@ def test_missing_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_unknown_preset_lists_available() -> None:
-    with pytest.raises(ConfigError, match="available: .*default"):
+    with pytest.raises(ConfigError, match=r"available: .*default"):
         load_preset("nope")
 
 

@@ -81,7 +81,8 @@ class CanaryConfig:
     repetitions: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.per_client >= 0, f"data.canaries.per_client must be >= 0, got {self.per_client}")
+        _check(self.per_client >= 0,
+               f"data.canaries.per_client must be >= 0, got {self.per_client}")
         _check(self.repetitions >= 1,
                f"data.canaries.repetitions must be >= 1, got {self.repetitions}")
         _check(all(c >= 0 for c in self.clients),

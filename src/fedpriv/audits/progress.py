@@ -14,10 +14,10 @@ class AuditProgress:
     """Callbacks the runner calls as it goes; the CLI overrides them to draw progress."""
 
     def run_started(self, run: RunConfig, total_rounds: int, first_round: int) -> None:
-        """A run is about to train (``first_round`` > 0 when resumed)."""
+        """Announce that ``run`` starts training (``first_round`` > 0 when resumed)."""
 
     def round_finished(self, run: RunConfig, record: RoundRecord) -> None:
-        """A round of ``run`` finished and was checkpointed."""
+        """Report a round of ``run`` that finished and was checkpointed."""
 
     def run_finished(self, run: RunConfig, outcome: RunOutcome) -> None:
-        """A run finished (successfully or not)."""
+        """Report that ``run`` finished (successfully or not)."""

@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 
 @cache
 def report_schema() -> dict[str, Any]:
-    """The JSON Schema of report.json."""
+    """Return the JSON Schema of report.json."""
     text = resources.files("fedpriv.audits").joinpath("report.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -176,11 +176,11 @@ COLUMNS = [
     ("protocol", "protocol", "how updates reach the server (plain: in the clear)"),
     ("dp", "DP", "differential-privacy mode"),
     ("epsilon", "ε", "theoretical privacy loss (∞: no formal guarantee)"),
-    ("perplexity", "perplexity", "held-out perplexity of the fine-tuned model (lower is better)"),
+    ("perplexity", "ppl", "held-out perplexity of the fine-tuned model (lower is better)"),
     ("base_perplexity", "base ppl", "the same for the base model before fine-tuning"),
     ("reduction", "ppl ↓", "relative perplexity reduction from fine-tuning"),
     ("wall_s", "wall s", "wall-clock seconds of the run"),
-    ("bytes_up", "up/client/round", "bytes one client uploads per round"),
+    ("bytes_up", "up/round", "bytes one client uploads per round"),
 ]
 
 

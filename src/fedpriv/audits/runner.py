@@ -46,7 +46,7 @@ from fedpriv.models import (
 )
 from fedpriv.protocols import available as available_protocols
 from fedpriv.protocols import create as create_protocol
-from fedpriv.train import FederatedTrainer, FederationSettings, RoundRecord, TrainingResult
+from fedpriv.train import FederatedTrainer, FederationSettings, TrainingResult
 from fedpriv.train.batching import TokenIds, encode_texts
 from fedpriv.train.local import LocalTrainingSettings
 
@@ -82,7 +82,7 @@ def preflight(config: AuditConfig) -> None:
 
 
 def build_dataset(config: AuditConfig) -> FederatedDataset:
-    """The clients' member / non-member data (with canaries) for ``config``."""
+    """Build the clients' member / non-member data (with canaries) for ``config``."""
     data, fed = config.data, config.federation
     rng = np.random.default_rng([config.seed, 0xDA7A])
     if data.is_builtin:
@@ -114,7 +114,7 @@ def run_fingerprint(config: AuditConfig, run: RunConfig) -> str:
 
 
 def lora_settings(config: AuditConfig, run: RunConfig) -> LoraSettings:
-    """The LoRA settings of ``run`` (the model's, with the run's overrides)."""
+    """Return the LoRA settings of ``run`` (the model's, with the run's overrides)."""
     lora = config.model.lora
     return LoraSettings(
         rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,

@@ -56,10 +56,16 @@ def train_local(
     pad_id: int,
     device: torch.device,
     rng: np.random.Generator,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> LocalResult:
-    """Train ``params`` of ``model`` on ``examples`` with a fresh AdamW (stateless clients)."""
+    """Train ``params`` of ``model`` on ``examples``.
+
+    Federated clients are stateless: each call makes a fresh AdamW unless an
+    ``optimizer`` is passed (the benchmark's single-model baseline keeps one).
+    """
     model.train()
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     total_loss, steps, seen = 0.0, 0, 0
     for chunk in training_batches(
         examples, batch_size=settings.batch_size, steps=settings.steps,

@@ -144,17 +144,25 @@ class FederatedTrainer:
         rng = np.random.default_rng([self.seed, round_index, 1])
         return tuple(sorted(int(c) for c in rng.choice(n, size=k, replace=False)))
 
+    def batch_rng(self, round_index: int, client: int) -> np.random.Generator:
+        """Return the generator that orders ``client``'s batches in ``round_index``."""
+        return np.random.default_rng([self.seed, round_index, 3, client])
+
     def client_update(
         self, client: int, round_index: int, global_vector: np.ndarray
     ) -> tuple[ClientInput, float]:
         """Train ``client`` from the global adapter; return its protocol input and mean loss."""
         set_adapter_vector(self.model, global_vector)
-        torch.manual_seed(_seed_int(self.seed, round_index, 2, client))  # adapter dropout
-        rng = np.random.default_rng([self.seed, round_index, 3, client])
-        result = train_local(
-            self.model, self.params, self.client_examples[client], self.settings.local,
-            pad_id=self.pad_id, device=self.device, rng=rng,
-        )
+        rng = self.batch_rng(round_index, client)
+        # Adapter dropout draws from torch's global RNG: seed it per (round, client) inside a
+        # fork so the caller's RNG state is left as it was.
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(_seed_int(self.seed, round_index, 2, client))
+            result = train_local(
+                self.model, self.params, self.client_examples[client], self.settings.local,
+                pad_id=self.pad_id, device=self.device, rng=rng,
+            )
         delta = get_adapter_vector(self.model) - global_vector
         return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
 
@@ -201,7 +209,7 @@ class FederatedTrainer:
         return ckpt
 
     def resume_point(self, resume: bool) -> int:
-        """The round a run with ``resume`` would start at (0 without a usable checkpoint)."""
+        """Return the round a run would start at (0 without a usable checkpoint)."""
         ckpt = self._resume_state(resume)
         return 0 if ckpt is None else ckpt.completed_rounds
 
