@@ -44,6 +44,7 @@ from fedpriv.train import FederatedTrainer, encode_texts
 from fedpriv.train.local import train_local
 
 RESULTS = Path(__file__).parent / "results" / "train_round.json"
+QUICK_RESULTS = Path(__file__).parent / "results" / "train_round.quick.json"  # not committed
 
 
 def main() -> None:
@@ -53,10 +54,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"result file (default {RESULTS.name}; "
+                             f"{QUICK_RESULTS.name} with --quick)")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.steps, args.repeats = 3, 2, 2
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
 
     torch.manual_seed(0)
     transformers.utils.logging.disable_progress_bar()

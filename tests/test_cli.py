@@ -132,3 +132,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     uninterrupted = load_checkpoint(full / "runs" / "plain" / "checkpoint.pt")
     assert resumed is not None and uninterrupted is not None
     np.testing.assert_array_equal(resumed.global_vector, uninterrupted.global_vector)
+
+
+def test_resume_and_overwrite_conflict() -> None:
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--resume", "--overwrite"])
+    assert "contradict" in _one_line_error(r)

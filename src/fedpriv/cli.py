@@ -132,6 +132,9 @@ def audit(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the runs checkpointed in --out.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start again runs left unfinished in --out.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or table.")] = False,
 ) -> None:
@@ -145,6 +148,8 @@ def audit(
     try:
         if config is not None and preset is not None:
             raise _fail("give a config file or --preset, not both")
+        if resume and overwrite:
+            raise _fail("--resume and --overwrite contradict each other; pick one")
         cfg = load_config(config) if config is not None else load_preset(preset or "default")
         overrides: dict[str, Any] = {
             "federation__rounds": rounds,
@@ -172,9 +177,10 @@ def audit(
                 err_console.print(f"fedpriv audit '{cfg.name}': {len(cfg.runs)} run(s), "
                                   f"{cfg.federation.rounds} rounds, {cfg.federation.clients} "
                                   f"clients → {out}/", highlight=False)
-                report = run_audit(cfg, out, resume=resume, progress=_RichProgress(bars))
+                report = run_audit(cfg, out, resume=resume, overwrite=overwrite,
+                                   progress=_RichProgress(bars))
         else:
-            report = run_audit(cfg, out, resume=resume)
+            report = run_audit(cfg, out, resume=resume, overwrite=overwrite)
     except FedprivError as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:

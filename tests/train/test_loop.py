@@ -82,3 +82,17 @@ def test_client_sampling_and_ffa(tiny_config: AuditConfig, tmp_path: Path) -> No
     assert ffa["lora"]["adapter_size"] * 2 == lora["lora"]["adapter_size"]
     assert ffa["cost"]["bytes_up_per_client"] < lora["cost"]["bytes_up_per_client"]
     assert (tmp_path / "runs" / "ffa" / "adapter").is_dir()
+
+
+def test_unfinished_run_is_never_silently_overwritten(
+    tiny_config: AuditConfig, tmp_path: Path
+) -> None:
+    with pytest.raises(Killed):
+        run_audit(tiny_config, tmp_path, progress=KillAfter(1))
+    with pytest.raises(CheckpointError, match="--resume to continue"):
+        run_audit(tiny_config, tmp_path)
+    report = run_audit(tiny_config, tmp_path, overwrite=True)
+    assert report["runs"][0]["resumed_from_round"] is None
+    # A finished run may be re-run into the same directory.
+    again = run_audit(tiny_config, tmp_path)
+    assert again["runs"][0]["utility"] == report["runs"][0]["utility"]

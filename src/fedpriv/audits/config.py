@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from fedpriv.errors import ConfigError
+from fedpriv.lora import LoraSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,31 +40,12 @@ def _check(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapter settings (see :class:`fedpriv.models.LoraSettings`)."""
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] | None = None
-    ffa: bool = False
-
-    def __post_init__(self) -> None:
-        _check(self.rank >= 1, f"model.lora.rank must be >= 1, got {self.rank}")
-        _check(self.alpha > 0, f"model.lora.alpha must be > 0, got {self.alpha}")
-        _check(0 <= self.dropout < 1, f"model.lora.dropout must be in [0, 1), got {self.dropout}")
-        if self.target_modules is not None:
-            _check(len(self.target_modules) > 0,
-                   "model.lora.target_modules is empty; leave it out to use the model's default")
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     """Which base model to fine-tune and how."""
 
     name: str = "builtin:tiny-llama"
     max_length: int = 128
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "model.name is empty; use 'builtin:tiny-llama' or a path")

@@ -36,7 +36,7 @@ from fedpriv.data import (
     make_canaries,
     partition_records,
 )
-from fedpriv.errors import ConfigError, FedprivError
+from fedpriv.errors import CheckpointError, ConfigError, FedprivError
 from fedpriv.models import (
     LoraSettings,
     adapter_size,
@@ -48,6 +48,7 @@ from fedpriv.protocols import available as available_protocols
 from fedpriv.protocols import create as create_protocol
 from fedpriv.train import FederatedTrainer, FederationSettings, TrainingResult
 from fedpriv.train.batching import TokenIds, encode_texts
+from fedpriv.train.checkpoint import load_checkpoint
 from fedpriv.train.local import LocalTrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,23 @@ def build_dataset(config: AuditConfig) -> FederatedDataset:
                                    rng=rng, canaries=canaries)
 
 
+def checkpoint_path(out_dir: Path, run: RunConfig) -> Path:
+    """Where ``run``'s per-round checkpoint lives inside an audit's output directory."""
+    return out_dir / "runs" / run.name / "checkpoint.pt"
+
+
+def refuse_unfinished_runs(config: AuditConfig, out_dir: Path) -> None:
+    """Raise CheckpointError when ``out_dir`` holds an unfinished run of ``config``."""
+    for run in config.runs:
+        ckpt = load_checkpoint(checkpoint_path(out_dir, run))
+        if ckpt is not None and not ckpt.finished:
+            raise CheckpointError(
+                f"'{out_dir}' holds an unfinished run '{run.name}' (round "
+                f"{ckpt.completed_rounds} of {config.federation.rounds}); pass --resume to "
+                "continue it, --overwrite to start again, or choose another --out"
+            )
+
+
 def run_fingerprint(config: AuditConfig, run: RunConfig) -> str:
     """Hash of everything that determines a run's numbers (not the device or other runs)."""
     shared = to_dict(replace(config, runs=(run,)))
@@ -116,11 +134,7 @@ def run_fingerprint(config: AuditConfig, run: RunConfig) -> str:
 def lora_settings(config: AuditConfig, run: RunConfig) -> LoraSettings:
     """Return the LoRA settings of ``run`` (the model's, with the run's overrides)."""
     lora = config.model.lora
-    return LoraSettings(
-        rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        ffa=lora.ffa if run.ffa is None else run.ffa,
-    )
+    return lora if run.ffa is None else replace(lora, ffa=run.ffa)
 
 
 def federation_settings(config: AuditConfig) -> FederationSettings:
@@ -144,17 +158,22 @@ def run_audit(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: AuditProgress | None = None,
 ) -> dict[str, Any]:
     """Run every configuration of ``config``; write and return the report (schema 1).
 
     A run that fails with an error is recorded with ``status: "failed"`` and its
-    message, and the remaining runs still go ahead.
+    message, and the remaining runs still go ahead.  ``out_dir`` holding an
+    unfinished run is refused unless ``resume`` (continue it) or ``overwrite``
+    (start it again) is set, so a forgotten ``--resume`` never discards work.
     """
     progress = progress or AuditProgress()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     preflight(config)
+    if not (resume or overwrite):
+        refuse_unfinished_runs(config, out)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     device = pick_device(config.device)
     dataset = build_dataset(config)
@@ -168,7 +187,7 @@ def run_audit(
     outcomes: list[RunOutcome] = []
     for run in config.runs:
         lora = lora_settings(config, run)
-        ckpt_dir = out / "runs" / run.name
+        run_dir = out / "runs" / run.name
         outcome = RunOutcome(run=run, lora=lora, status="failed")
         peft_model = None
         try:
@@ -176,7 +195,7 @@ def run_audit(
             trainer = FederatedTrainer(
                 peft_model, client_examples, eval_examples, create_protocol(run.protocol),
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
-                checkpoint_path=ckpt_dir / "checkpoint.pt",
+                checkpoint_path=checkpoint_path(out, run),
                 fingerprint=run_fingerprint(config, run),
             )
             first = trainer.resume_point(resume)
@@ -184,7 +203,7 @@ def run_audit(
             outcome.training = trainer.run(resume=resume, on_round_end=partial(
                 progress.round_finished, run))
             outcome.adapter_size = adapter_size(peft_model)
-            peft_model.save_pretrained(str(ckpt_dir / "adapter"))
+            peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
             outcome.status = "ok"
         except (FedprivError, RuntimeError, torch.cuda.OutOfMemoryError) as err:
