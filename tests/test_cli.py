@@ -137,3 +137,17 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
 def test_resume_and_overwrite_conflict() -> None:
     r = runner.invoke(app, ["audit", "--preset", "quick", "--resume", "--overwrite"])
     assert "contradict" in _one_line_error(r)
+
+
+def test_audit_on_local_hf_dataset(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    texts = [f"Order {i} for customer {['Ada', 'Bo', 'Cy'][i % 3]} shipped to Leeds." for i in
+             range(30)]
+    datasets.Dataset.from_dict({"body": texts}).save_to_disk(str(tmp_path / "ds"))
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=1))
+    r = runner.invoke(app, ["audit", str(cfg), "--data", f"hf:{tmp_path / 'ds'}", "--text-field",
+                            "body", "--out", str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["runs"][0]["status"] == "ok"
+    assert report["config"]["data"]["source"].startswith("hf:")
