@@ -31,6 +31,8 @@ def write_toml(path: Path, data: dict[str, object]) -> Path:
             return f'"{v}"'
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     def table(prefix: str, d: dict[str, object]) -> None:

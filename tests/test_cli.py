@@ -151,3 +151,17 @@ def test_audit_on_local_hf_dataset(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["runs"][0]["status"] == "ok"
     assert report["config"]["data"]["source"].startswith("hf:")
+
+
+def test_bad_protocol_params_exit_2(tmp_path: Path) -> None:
+    cfg = tiny_config_dict()
+    cfg["runs"] = [{"name": "p", "protocol": "plain", "protocol_params": {"bogus": 1}}]
+    path = write_toml(tmp_path / "c.toml", cfg)
+    r = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "o")])
+    assert "run 'p'" in _one_line_error(r)
+    assert "bogus" in r.stderr
+
+
+def test_dropout_flag_is_validated(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--dropout", "1.5"])
+    assert "federation.dropout" in _one_line_error(r)

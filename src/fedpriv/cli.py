@@ -129,6 +129,10 @@ def audit(
     protocol: Annotated[
         Optional[str], typer.Option(help="Run a single configuration with this protocol.")
     ] = None,
+    dropout: Annotated[
+        Optional[float],
+        typer.Option(help="Share of each round's clients that drop, each at a random phase."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the runs checkpointed in --out.")
     ] = False,
@@ -160,6 +164,7 @@ def audit(
             "data__source": data,
             "data__text_field": text_field,
             "data__partition": partition or ("iid" if data is not None else None),
+            "federation__dropout": dropout,
         }
         if protocol is not None:
             overrides["runs"] = [{"name": protocol, "protocol": protocol}]

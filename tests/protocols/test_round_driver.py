@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from fedpriv.errors import ProtocolError
+from fedpriv.errors import ConfigError, ProtocolError
 from fedpriv.protocols import (
     SERVER_ID,
     AggregationProtocol,
@@ -129,6 +129,7 @@ class ToyProtocol(AggregationProtocol):
     name: ClassVar[str] = "toy"
     reveals_individual_updates: ClassVar[bool] = False
     dropout_tolerant: ClassVar[bool] = True
+    num_phases: ClassVar[int] = 2
 
     def __init__(self) -> None:
         self.log: list[tuple[Any, ...]] = []
@@ -267,3 +268,26 @@ def test_driver_catches_protocol_bugs(
     ctx, inputs = toy_round(n=3)
     with pytest.raises(ProtocolError, match=match):
         run_round(Buggy(), ctx, inputs, dropouts={2: 0})
+
+
+def test_protocol_must_declare_its_phases() -> None:
+    class Undeclared(ToyProtocol):
+        num_phases: ClassVar[int] = 1
+
+    ctx = RoundContext(round=0, participants=(0, 1), vector_size=2)
+    inputs = {i: ClientInput(np.zeros(2), weight=1.0) for i in (0, 1)}
+    with pytest.raises(ProtocolError, match="declares num_phases=1"):
+        run_round(Undeclared(), ctx, inputs)
+
+
+def test_draw_dropouts() -> None:
+    from fedpriv.protocols.driver import draw_dropouts
+
+    parts = tuple(range(10))
+    rng = np.random.default_rng(0)
+    drops = draw_dropouts(parts, 0.3, 4, rng)
+    assert len(drops) == 3 and set(drops) <= set(parts)
+    assert all(0 <= p < 4 for p in drops.values())
+    assert draw_dropouts(parts, 0.0, 4, rng) == {}
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        draw_dropouts(parts, 1.0, 4, rng)

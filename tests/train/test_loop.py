@@ -96,3 +96,13 @@ def test_unfinished_run_is_never_silently_overwritten(
     # A finished run may be re-run into the same directory.
     again = run_audit(tiny_config, tmp_path)
     assert again["runs"][0]["utility"] == report["runs"][0]["utility"]
+
+
+def test_dropout_removes_that_share_of_each_round(tiny_config: AuditConfig, tmp_path: Path) -> None:
+    cfg = apply_overrides(tiny_config, federation__clients=6, federation__dropout=0.5)
+    report = run_audit(cfg, tmp_path)
+    for h in report["runs"][0]["history"]:
+        assert len(h["participants"]) == 6 and len(h["survivors"]) == 3
+        assert set(h["survivors"]) < set(h["participants"])
+    dropped = {tuple(h["survivors"]) for h in report["runs"][0]["history"]}
+    assert len(dropped) > 1  # different clients drop in different rounds

@@ -132,6 +132,7 @@ class FederationConfig:
     server_lr: float = 1.0
     eval_every: int = 1
     eval_batch_size: int = 32
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.clients >= 1, f"federation.clients must be >= 1, got {self.clients}")
@@ -161,6 +162,8 @@ class FederationConfig:
                f"federation.max_grad_norm must be > 0 (or left out), got {self.max_grad_norm}")
         _check(self.server_lr > 0, f"federation.server_lr must be > 0, got {self.server_lr}")
         _check(self.eval_every >= 1, f"federation.eval_every must be >= 1, got {self.eval_every}")
+        _check(0 <= self.dropout < 1,
+               f"federation.dropout must be a fraction in [0, 1), got {self.dropout}")
 
     @property
     def sampled_per_round(self) -> int:
@@ -178,6 +181,7 @@ class RunConfig:
 
     name: str
     protocol: str = "plain"
+    protocol_params: dict[str, Any] = field(default_factory=dict)
     dp: str = "none"
     ffa: bool | None = None
 
@@ -235,6 +239,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a table of settings, got {value!r}")
         return from_mapping(typing.cast(type, tp), value, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table of settings, got {value!r}")
+        return dict(value)
     if origin is tuple:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):
@@ -304,6 +312,8 @@ def to_dict(config: Any) -> Any:
         return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
     if isinstance(config, (tuple, list)):
         return [to_dict(v) for v in config]
+    if isinstance(config, Mapping):
+        return {k: to_dict(v) for k, v in config.items()}
     return config
 
 

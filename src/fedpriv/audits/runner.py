@@ -44,6 +44,7 @@ from fedpriv.models import (
     load_base_model,
     pick_device,
 )
+from fedpriv.protocols import AggregationProtocol
 from fedpriv.protocols import available as available_protocols
 from fedpriv.protocols import create as create_protocol
 from fedpriv.train import FederatedTrainer, FederationSettings, TrainingResult
@@ -77,9 +78,18 @@ def preflight(config: AuditConfig) -> None:
         if run.protocol not in known:
             raise ConfigError(f"run '{run.name}': unknown protocol '{run.protocol}'; "
                               f"available: {', '.join(known)}")
+        build_protocol(run)
     if config.data.canaries.per_client > 0:
         get_canary_format(config.data.canaries.format)
     pick_device(config.device)
+
+
+def build_protocol(run: RunConfig) -> AggregationProtocol:
+    """Create ``run``'s protocol from its name and ``protocol_params`` (validated there)."""
+    try:
+        return create_protocol(run.protocol, **run.protocol_params)
+    except FedprivError as err:
+        raise ConfigError(f"run '{run.name}': {err}") from None
 
 
 def build_dataset(config: AuditConfig) -> FederatedDataset:
@@ -148,6 +158,7 @@ def federation_settings(config: AuditConfig) -> FederationSettings:
             weight_decay=fed.weight_decay, max_grad_norm=fed.max_grad_norm,
         ),
         server_lr=fed.server_lr,
+        dropout=fed.dropout,
         eval_every=fed.eval_every,
         eval_batch_size=fed.eval_batch_size,
     )
@@ -193,7 +204,7 @@ def run_audit(
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
             trainer = FederatedTrainer(
-                peft_model, client_examples, eval_examples, create_protocol(run.protocol),
+                peft_model, client_examples, eval_examples, build_protocol(run),
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
                 checkpoint_path=checkpoint_path(out, run),
                 fingerprint=run_fingerprint(config, run),

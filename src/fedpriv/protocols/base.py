@@ -428,6 +428,8 @@ class AggregationProtocol(abc.ABC):
     """One line: how many clients may drop, and at which phases."""
     config_type: ClassVar[type[Any]]
     """The frozen dataclass of this protocol's parameters."""
+    num_phases: ClassVar[int] = 1
+    """Phases of a round (equal to its server sessions' ``num_phases``; the driver checks)."""
 
     @abc.abstractmethod
     def client(self, client_id: ClientId, ctx: RoundContext, data: ClientInput) -> ClientSession:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fedpriv.errors import ProtocolError
+from fedpriv.errors import ConfigError, ProtocolError
 from fedpriv.protocols.base import (
     SERVER_ID,
     AggregationProtocol,
@@ -128,6 +128,11 @@ def run_round(
             f"the '{protocol.name}' server session has num_phases={num_phases!r}; it must be "
             "an integer >= 1. This is a bug in the protocol."
         )
+    if num_phases != protocol.num_phases:
+        raise ProtocolError(
+            f"the '{protocol.name}' server session has {num_phases} phases but the protocol "
+            f"declares num_phases={protocol.num_phases}. This is a bug in the protocol."
+        )
     _check_dropouts(protocol, ctx, dropouts, num_phases)
 
     clients: dict[ClientId, ClientSession] = {}
@@ -207,3 +212,24 @@ def run_round(
         view=view,
         cost=cost,
     )
+
+
+def draw_dropouts(
+    participants: tuple[ClientId, ...],
+    fraction: float,
+    num_phases: int,
+    rng: np.random.Generator,
+) -> dict[ClientId, int]:
+    """Pick ``round(fraction · n)`` participants to drop, each at a uniformly random phase.
+
+    The result is a ``dropouts`` mapping for :func:`run_round`.  ``rng`` only
+    simulates failures (nothing secret depends on it).
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"dropout fraction must be in [0, 1), got {fraction}")
+    count = round(fraction * len(participants))
+    if count == 0:
+        return {}
+    chosen = rng.choice(len(participants), size=count, replace=False)
+    phases = rng.integers(0, num_phases, size=count)
+    return {participants[int(i)]: int(p) for i, p in zip(chosen, phases, strict=True)}

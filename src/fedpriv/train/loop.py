@@ -37,6 +37,7 @@ from fedpriv.protocols import (
     ServerView,
     run_round,
 )
+from fedpriv.protocols.driver import draw_dropouts
 from fedpriv.train.batching import TokenIds
 from fedpriv.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpriv.train.local import EvalResult, LocalTrainingSettings, evaluate, train_local
@@ -57,6 +58,7 @@ class FederationSettings:
     eval_every: int = 1
     eval_batch_size: int = 32
     keep_views: str = "last"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.keep_views not in VIEW_POLICIES:
@@ -184,7 +186,11 @@ class FederatedTrainer:
         train_s = time.perf_counter() - t0
         ctx = RoundContext(round=round_index, participants=participants,
                            vector_size=global_vector.size)
-        result = run_round(self.protocol, ctx, inputs)
+        dropouts = draw_dropouts(
+            participants, self.settings.dropout, self.protocol.num_phases,
+            np.random.default_rng([self.seed, round_index, 4]),
+        )
+        result = run_round(self.protocol, ctx, inputs, dropouts=dropouts)
         step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
         return global_vector + step, result, losses, train_s
 
