@@ -52,7 +52,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from fedpriv.errors import ConfigError, ProtocolError
 from fedpriv.protocols.encoding import word_dtype
@@ -89,6 +94,7 @@ SIGNATURE_BYTES = 64
 
 _SHARE_AAD_PREFIX = b"fedpriv-secagg-share"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_KEY_HINT = "Derive the key with derive_key(...)."
 
 # Mask PRG: each seed keys exactly one mask (a fresh b_u per round, and a pairwise
 # seed derived per round), so the (key, counter block) pairs never repeat and a
@@ -137,7 +143,7 @@ def random_seed() -> bytes:
 def generate_x25519() -> tuple[bytes, bytes]:
     """Return a fresh X25519 key pair as ``(private raw 32 B, public raw 32 B)``."""
     private = X25519PrivateKey.generate()
-    private_raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption())
+    private_raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     public_raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return private_raw, public_raw
 
@@ -237,9 +243,6 @@ def decrypt(key: bytes, ciphertext: bytes, *, aad: bytes) -> bytes:
         ) from err
 
 
-_KEY_HINT = "Derive it with derive_key(...)."
-
-
 # ---------------------------------------------------------------------------
 # Ed25519 signatures
 # ---------------------------------------------------------------------------
@@ -248,7 +251,7 @@ _KEY_HINT = "Derive it with derive_key(...)."
 def generate_ed25519() -> tuple[bytes, bytes]:
     """Return a fresh Ed25519 signing key pair as ``(private raw 32 B, public raw 32 B)``."""
     private = Ed25519PrivateKey.generate()
-    private_raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption())
+    private_raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     public_raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return private_raw, public_raw
 
@@ -286,12 +289,6 @@ def verify(public_raw: bytes, message: bytes, signature: bytes) -> None:
             "signature verification failed: the message was not signed by the holder of this "
             "public key (forged or altered); reject the message and its sender."
         ) from err
-
-
-def _no_encryption() -> Any:
-    from cryptography.hazmat.primitives.serialization import NoEncryption
-
-    return NoEncryption()
 
 
 # ---------------------------------------------------------------------------
