@@ -1,4 +1,4 @@
-"""Cryptographic primitives of secure aggregation: bytes-in/bytes-out wrappers over ``cryptography``.
+"""Crypto primitives of secure aggregation: bytes-in/bytes-out wrappers over ``cryptography``.
 
 This module owns every use of a cipher, key exchange or signature in fedpriv's
 secure-aggregation protocols, so that the protocol modules (``secagg.py``) only
@@ -192,7 +192,7 @@ def share_aad(sender: int, receiver: int, round_index: int) -> bytes:
     ``b"fedpriv-secagg-share" + struct.pack(">qqq", sender, receiver, round_index)``:
     a share decrypts only for the (sender, receiver, round) it was encrypted for.
     """
-    values = []
+    values: list[int] = []
     for what, value in (("sender", sender), ("receiver", receiver), ("round_index", round_index)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ProtocolError(f"share_aad: {what} must be an integer; got {value!r}.")
@@ -223,9 +223,7 @@ def decrypt(key: bytes, ciphertext: bytes, *, aad: bytes) -> bytes:
     """
     aead = AESGCM(_check_bytes(key, KEY_BYTES, "the AES-GCM key", _KEY_HINT))
     if not isinstance(ciphertext, (bytes, bytearray, memoryview)):
-        raise ProtocolError(
-            f"the share ciphertext must be bytes; got {type(ciphertext).__name__}."
-        )
+        raise ProtocolError(f"the share ciphertext must be bytes; got {type(ciphertext).__name__}.")
     data = bytes(ciphertext)
     if len(data) < NONCE_BYTES + TAG_BYTES:
         raise ProtocolError(
@@ -330,8 +328,8 @@ def _check_buffer(buf: Any, what: str, length: int, dtype: np.dtype) -> np.ndarr
 
 def _keystream_into(seed: bytes, words: np.ndarray) -> None:
     """Overwrite ``words`` with AES-256-CTR keystream bytes under ``seed`` (counter from 0)."""
-    raw = words.view(np.uint8)
-    nbytes = raw.shape[0]
+    raw = words.view(np.uint8).data
+    nbytes = len(raw)
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(_CTR_NONCE)).encryptor()
     pos = 0
     chunk = len(_ZERO_CHUNK)
@@ -339,8 +337,7 @@ def _keystream_into(seed: bytes, words: np.ndarray) -> None:
         step = min(chunk, nbytes - pos - _UPDATE_INTO_SLACK)
         pos += encryptor.update_into(_ZERO_CHUNK[:step], raw[pos:])
     if pos < nbytes:
-        tail = encryptor.update(_ZERO_CHUNK[: nbytes - pos])
-        raw[pos:] = np.frombuffer(tail, dtype=np.uint8)
+        raw[pos:] = encryptor.update(_ZERO_CHUNK[: nbytes - pos])
     if sys.byteorder == "big":  # words are defined as little-endian, on every host
         words.byteswap(inplace=True)
 
@@ -364,10 +361,7 @@ def expand_mask(
     bits = _check_bits(bits)
     length = _check_int(length, "length", 0, 2**62, "Pass the number of words of the update.")
     dtype = word_dtype(bits)
-    if out is None:
-        out = np.empty(length, dtype=dtype)
-    else:
-        out = _check_buffer(out, "out", length, dtype)
+    out = np.empty(length, dtype=dtype) if out is None else _check_buffer(out, "out", length, dtype)
     _keystream_into(seed, out)
     if bits < dtype.itemsize * 8:
         np.bitwise_and(out, dtype.type((1 << bits) - 1), out=out)
@@ -389,11 +383,11 @@ def add_mask(
     was not before).  ``scratch`` (same shape and dtype) receives the keystream;
     pass one buffer for all the masks of a round to avoid an allocation per mask.
     ``add_mask(acc, s, bits=b)`` followed by ``add_mask(acc, s, bits=b, sign=-1)``
-    restores ``acc`` exactly.
+    restores an ``acc`` that was reduced mod ``2^bits`` exactly.
     """
     seed = _check_seed(seed)
     bits = _check_bits(bits)
-    if isinstance(sign, bool) or sign not in (1, -1):
+    if isinstance(sign, bool) or not isinstance(sign, numbers.Integral) or sign not in (1, -1):
         raise ConfigError(
             f"sign must be 1 (add the mask) or -1 (subtract it); got {sign!r}. In SecAgg the "
             "client with the smaller id adds the pairwise mask and the larger one subtracts it."
