@@ -165,3 +165,16 @@ def test_bad_protocol_params_exit_2(tmp_path: Path) -> None:
 def test_dropout_flag_is_validated(tmp_path: Path) -> None:
     r = runner.invoke(app, ["audit", "--preset", "quick", "--dropout", "1.5"])
     assert "federation.dropout" in _one_line_error(r)
+
+
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
+def test_audit_protocol_and_dropout_flags(protocol: str, tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=2, clients=5))
+    r = runner.invoke(app, ["audit", str(cfg), "--protocol", protocol, "--dropout", "0.2",
+                            "--out", str(tmp_path / "o"), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    (run,) = report["runs"]
+    assert run["name"] == protocol and run["protocol"] == protocol and run["status"] == "ok"
+    assert report["config"]["federation"]["dropout"] == 0.2
+    assert all(len(h["participants"]) == 5 for h in run["history"])

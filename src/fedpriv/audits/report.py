@@ -103,9 +103,17 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
             "perplexity": _finite(h.perplexity),
             "update_norm": h.update_norm,
             "wall_s": h.wall_s,
+            "clipped_values": h.clipped_values,
+            "aborted": h.aborted,
         }
         for h in hist
     ]
+    entry["protocol_stats"] = {
+        "params": dict(run.protocol_params),
+        "clipped_values": sum(h.clipped_values for h in hist),
+        "aborted_rounds": sum(h.aborted is not None for h in hist),
+        "mean_survivors": sum(len(h.survivors) for h in hist) / rounds,
+    }
     entry["resumed_from_round"] = training.resumed_from_round
     return entry
 

@@ -1,4 +1,4 @@
-"""Transport-free aggregation protocols: ``plain`` now; ``secagg``, ``secagg+``, ``ckks`` to come.
+"""Transport-free aggregation protocols: ``plain``, ``secagg``, ``secagg+``; ``ckks`` to come.
 
 A protocol is a pair of state machines (client and server sessions) exchanging
 typed messages over a few phases; :func:`run_round` drives one round in-process,
@@ -38,8 +38,17 @@ from fedpriv.protocols.base import (
 from fedpriv.protocols.driver import run_round
 from fedpriv.protocols.plain import PlainConfig, PlainProtocol
 from fedpriv.protocols.registry import ProtocolInfo, available, create, describe, register
+from fedpriv.protocols.secagg import (
+    SecAggConfig,
+    SecAggPlusConfig,
+    SecAggPlusProtocol,
+    SecAggProtocol,
+    SecAggServerView,
+)
 
 register("plain", PlainProtocol)
+register("secagg", SecAggProtocol)
+register("secagg+", SecAggPlusProtocol)
 
 __all__ = [
     "SERVER_ID",
@@ -54,6 +63,11 @@ __all__ = [
     "PlainProtocol",
     "ProtocolInfo",
     "RoundContext",
+    "SecAggConfig",
+    "SecAggPlusConfig",
+    "SecAggPlusProtocol",
+    "SecAggProtocol",
+    "SecAggServerView",
     "ServerSession",
     "ServerView",
     "available",

@@ -18,7 +18,7 @@ import math
 import numbers
 import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -242,6 +242,13 @@ class ClientSession(abc.ABC):
         sent this client nothing).
         """
 
+    def stats(self) -> Mapping[str, float]:
+        """Client-side counters the caller may report (never sent to the server).
+
+        E.g. how many values fixed-point encoding clipped.  Empty by default.
+        """
+        return {}
+
 
 class ServerSession(abc.ABC):
     """The server's side of one round: a state machine driven phase by phase."""
@@ -305,10 +312,10 @@ class ServerView:
                 f"ServerView of round {self.round}: survivors {unknown} are not participants "
                 f"{list(self.participants)}; this is a bug in the '{self.protocol}' protocol."
             )
-        for field in ("individual_updates", "individual_weights"):
-            value = getattr(self, field)
+        for name in ("individual_updates", "individual_weights"):
+            value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, field, MappingProxyType(dict(value)))
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
     @property
     def observes_individual_updates(self) -> bool:
@@ -403,6 +410,8 @@ class AggregationResult:
     view: ServerView
     """What the server observed (give this, never the inputs, to attacks)."""
     cost: CostRecord
+    client_stats: Mapping[ClientId, Mapping[str, float]] = field(default_factory=dict)
+    """Each client session's :meth:`ClientSession.stats` at the end of the round."""
 
 
 class AggregationProtocol(abc.ABC):

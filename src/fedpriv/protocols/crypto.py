@@ -1,7 +1,7 @@
 """Crypto primitives of secure aggregation: bytes-in/bytes-out wrappers over ``cryptography``.
 
 This module owns every use of a cipher, key exchange or signature in fedpriv's
-secure-aggregation protocols, so that the protocol modules (``secagg.py``) only
+secure-aggregation protocols, so that the protocol packages (``secagg/``) only
 move bytes between stage functions, in the style of Flower's
 ``flwr/common/secure_aggregation/crypto``:
 

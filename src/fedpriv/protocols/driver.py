@@ -211,6 +211,7 @@ def run_round(
         survivors=survivors,
         view=view,
         cost=cost,
+        client_stats={cid: dict(session.stats()) for cid, session in clients.items()},
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from fedpriv.errors import CheckpointError, ConfigError
+from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
 from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
 from fedpriv.protocols import (
     AggregationProtocol,
@@ -81,6 +81,8 @@ class RoundRecord:
     protocol_s: float
     bytes_up_per_client: float
     bytes_down_per_client: float
+    clipped_values: int = 0
+    aborted: str | None = None
 
 
 @dataclass
@@ -126,7 +128,12 @@ class FederatedTrainer:
             )
         self.model = model
         self.client_examples = client_examples
-        self.client_weights = [float(len(e)) for e in client_examples]
+        # FedAvg weights relative to the largest client (the mean is unchanged, and every
+        # weight is in (0, 1], the public bound secure aggregation encodes weights under).
+        largest = max(len(e) for e in client_examples)
+        if largest == 0:
+            raise ConfigError("no client has training examples")
+        self.client_weights = [len(e) / largest for e in client_examples]
         self.eval_examples = eval_examples
         self.protocol = protocol
         self.settings = settings
@@ -136,6 +143,7 @@ class FederatedTrainer:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
         self.params = trainable_parameters(model)
+        self.last_abort: str | None = None
 
     # ------------------------------------------------------------------ pieces
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
@@ -170,11 +178,14 @@ class FederatedTrainer:
 
     def train_round(
         self, round_index: int, global_vector: np.ndarray
-    ) -> tuple[np.ndarray, AggregationResult, list[float], float]:
+    ) -> tuple[np.ndarray, AggregationResult | None, list[float], float]:
         """One round without evaluation or checkpointing.
 
         Returns the new global vector, the protocol's result, the clients' mean
-        training losses and the seconds spent in local training.
+        training losses and the seconds spent in local training.  A round that the
+        protocol aborts because too many clients dropped (secure aggregation below
+        its threshold) leaves the global vector unchanged and returns ``None`` as
+        the result; any other protocol error propagates.
         """
         t0 = time.perf_counter()
         participants = self.sample_clients(round_index)
@@ -190,7 +201,15 @@ class FederatedTrainer:
             participants, self.settings.dropout, self.protocol.num_phases,
             np.random.default_rng([self.seed, round_index, 4]),
         )
-        result = run_round(self.protocol, ctx, inputs, dropouts=dropouts)
+        try:
+            result = run_round(self.protocol, ctx, inputs, dropouts=dropouts)
+        except ProtocolError as err:
+            if not dropouts:
+                raise
+            logger.warning("round %d aborted after %d dropouts: %s", round_index,
+                           len(dropouts), err)
+            self.last_abort = str(err)
+            return global_vector, None, losses, train_s
         step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
         return global_vector + step, result, losses, train_s
 
@@ -254,9 +273,9 @@ class FederatedTrainer:
         for r in range(first_round, self.settings.rounds):
             t_round = time.perf_counter()
             global_vector, result, losses, train_s = self.train_round(r, global_vector)
-            if self.settings.keep_views == "all":
+            if result is not None and self.settings.keep_views == "all":
                 views.append(result.view)
-            elif self.settings.keep_views == "last":
+            elif result is not None and self.settings.keep_views == "last":
                 views = [result.view]
             last = r == self.settings.rounds - 1
             last_eval = None
@@ -264,17 +283,22 @@ class FederatedTrainer:
                 last_eval = self.evaluate(global_vector)
             record = RoundRecord(
                 round=r,
-                participants=list(result.view.participants),
-                survivors=list(result.survivors),
+                participants=list(self.sample_clients(r)),
+                survivors=[] if result is None else list(result.survivors),
                 train_loss=float(np.mean(losses)),
-                update_norm=float(np.linalg.norm(result.aggregate)),
+                update_norm=0.0 if result is None else float(np.linalg.norm(result.aggregate)),
                 eval_loss=None if last_eval is None else last_eval.loss,
                 perplexity=None if last_eval is None else last_eval.perplexity,
                 wall_s=time.perf_counter() - t_round,
                 train_s=train_s,
-                protocol_s=result.cost.protocol_seconds(),
-                bytes_up_per_client=result.cost.bytes_up_per_client(),
-                bytes_down_per_client=result.cost.bytes_down_per_client(),
+                protocol_s=0.0 if result is None else result.cost.protocol_seconds(),
+                bytes_up_per_client=0.0 if result is None else result.cost.bytes_up_per_client(),
+                bytes_down_per_client=(
+                    0.0 if result is None else result.cost.bytes_down_per_client()
+                ),
+                clipped_values=0 if result is None else int(sum(
+                    s.get("clipped_values", 0) for s in result.client_stats.values())),
+                aborted=self.last_abort if result is None else None,
             )
             history.append(record)
             if self.checkpoint_path is not None:

@@ -1,0 +1,108 @@
+"""SecAgg / SecAgg+ wire constants and pure stage functions.
+
+Owns the domain separators and HKDF ``info`` strings, the phase count and key
+size, and the bytes-in/bytes-out steps that the client and server sessions wrap:
+the signed advertisement payload, the self-mask commitment, the share plaintext
+layout, and the masking of an encoded input (spec: ``protocols/secagg.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedpriv.errors import ProtocolError
+from fedpriv.protocols import crypto
+from fedpriv.protocols.base import ClientId
+
+ENCRYPTION_INFO = b"fedpriv/secagg/enc"
+"""HKDF ``info`` of the pairwise key that encrypts shares (from the ``c`` key pairs)."""
+MASK_INFO = b"fedpriv/secagg/mask"
+"""HKDF ``info`` of the pairwise mask seed ``s_ij`` (from the ``s`` key pairs)."""
+ADVERTISE_DOMAIN = b"fedpriv/secagg/advertise/v1"
+"""Prefix of the bytes a client signs: ``‖ round ‖ id`` (``>qq``) ``‖ c_pk ‖ s_pk``."""
+COMMITMENT_DOMAIN = b"fedpriv/secagg/self-mask-commitment/v1"
+"""Prefix of the self-mask commitment ``SHA-256(domain ‖ round ‖ id ‖ b_i)``."""
+NUM_PHASES = 4
+KEY_NBYTES = crypto.KEY_BYTES
+
+_SHARE_HEADER = struct.Struct(">qqHH")
+
+
+def x25519_public(private_raw: bytes) -> bytes:
+    """Return the raw X25519 public key of a raw private key."""
+    return X25519PrivateKey.from_private_bytes(private_raw).public_key().public_bytes_raw()
+
+
+def advertise_payload(round_index: int, client_id: ClientId, c_pk: bytes, s_pk: bytes) -> bytes:
+    """Return the bytes a client signs when advertising its keys (active-server variant)."""
+    return ADVERTISE_DOMAIN + struct.pack(">qq", round_index, client_id) + c_pk + s_pk
+
+
+def self_mask_commitment(round_index: int, client_id: ClientId, seed: bytes) -> bytes:
+    """Return ``SHA-256(COMMITMENT_DOMAIN ‖ round ‖ id ‖ b_i)``, checked after reconstruction."""
+    payload = COMMITMENT_DOMAIN + struct.pack(">qq", round_index, client_id) + seed
+    return hashlib.sha256(payload).digest()
+
+
+def pack_shares(
+    sender: ClientId, receiver: ClientId, mask_key_share: bytes, seed_share: bytes
+) -> bytes:
+    """Return the plaintext of one encrypted share pair: ``>qqHH`` ids and lengths, then shares."""
+    header = _SHARE_HEADER.pack(sender, receiver, len(mask_key_share), len(seed_share))
+    return header + mask_key_share + seed_share
+
+
+def unpack_shares(plaintext: bytes) -> tuple[ClientId, ClientId, bytes, bytes]:
+    """Invert :func:`pack_shares`; raise :class:`ProtocolError` on a malformed plaintext."""
+    if len(plaintext) < _SHARE_HEADER.size:
+        raise ProtocolError("a decrypted share is shorter than its header; it was forged.")
+    sender, receiver, key_len, seed_len = _SHARE_HEADER.unpack_from(plaintext)
+    if len(plaintext) != _SHARE_HEADER.size + key_len + seed_len:
+        raise ProtocolError("a decrypted share has inconsistent lengths; it was forged.")
+    body = plaintext[_SHARE_HEADER.size :]
+    return sender, receiver, body[:key_len], body[key_len:]
+
+
+def pairwise_sign(client_id: ClientId, peer: ClientId) -> int:
+    """Return +1 if ``client_id < peer`` (it adds ``PRG(s_ij)``), else −1 (it subtracts)."""
+    return 1 if client_id < peer else -1
+
+
+def apply_masks(
+    vector: np.ndarray,
+    *,
+    client_id: ClientId,
+    self_mask_seed: bytes,
+    pairwise_seeds: Mapping[ClientId, bytes],
+    bits: int,
+) -> None:
+    """Add ``PRG(b_i) + Σ_j sign(i, j)·PRG(s_ij)`` to ``vector`` in place, mod ``2^bits``."""
+    scratch = np.empty_like(vector)
+    crypto.add_mask(vector, self_mask_seed, bits=bits, scratch=scratch)
+    for peer in sorted(pairwise_seeds):
+        crypto.add_mask(
+            vector, pairwise_seeds[peer], bits=bits, sign=pairwise_sign(client_id, peer),
+            scratch=scratch,
+        )
+
+
+def mask_input(
+    words: np.ndarray,
+    *,
+    client_id: ClientId,
+    self_mask_seed: bytes,
+    pairwise_seeds: Mapping[ClientId, bytes],
+    bits: int,
+) -> np.ndarray:
+    """Return ``words + PRG(b_i) + Σ_j sign(i, j)·PRG(s_ij)`` mod ``2^bits`` (a new array)."""
+    masked = np.array(words, dtype=words.dtype, copy=True)
+    apply_masks(
+        masked, client_id=client_id, self_mask_seed=self_mask_seed,
+        pairwise_seeds=pairwise_seeds, bits=bits,
+    )
+    return masked

@@ -1,0 +1,158 @@
+"""The masking graph of SecAgg / SecAgg+ and the reconstruction threshold: pure functions.
+
+SecAgg (Bonawitz et al. 2017) masks every pair of clients: its graph is complete.
+SecAgg+ (Bell et al. 2020, §3 and §4.1) masks only the pairs joined in a sparse
+random ``k``-regular graph, so each client's work and traffic are ``O(k·L)``
+instead of ``O(n·L)``.  Following Bell et al. we use a *Harary graph*
+``H_{k,n}`` on a random ring order of the participants: every client is joined
+to its ``k/2`` nearest ring neighbours on each side, which makes the graph
+``k``-regular and ``k``-connected by construction.
+
+The ring order is a deterministic function of a public 32-byte ``graph_seed``
+that the server draws per round (with :mod:`secrets`) and publishes, so every
+client recomputes the graph and checks the neighbour set the server sends it:
+client ``c`` sits at the rank of ``SHA-256(GRAPH_DOMAIN ‖ seed ‖ c as 8-byte
+big-endian signed)`` among the participants (ties, which do not happen, broken
+by id).  Another FL stack can rebuild the graph from this description alone
+(``protocols/vectors/secagg_graph.json`` has fixed examples).
+
+The threshold ``t`` is the number of shares, out of a client's neighbourhood
+(its neighbours and itself), that reconstruct its secrets:
+``t = max(min_threshold, ceil(threshold · neighbourhood size))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+
+from fedpriv.errors import ProtocolError
+
+__all__ = [
+    "GRAPH_DOMAIN",
+    "check_regular",
+    "complete_graph",
+    "default_degree",
+    "effective_degree",
+    "harary_graph",
+    "reconstruction_threshold",
+    "ring_order",
+]
+
+GRAPH_DOMAIN = b"fedpriv/secagg+/graph/v1"
+"""Domain-separation prefix of the hash that orders the ring."""
+
+Graph = Mapping[int, frozenset[int]]
+"""Client id → its neighbours (never itself); symmetric."""
+
+
+def default_degree(num_participants: int) -> int:
+    """Return SecAgg+'s default degree: ``min(2·ceil(log2 n), n − 1)`` (0 for ``n = 1``).
+
+    Bell et al. 2020 (Thm. 3.6) need ``k = O(log n)`` neighbours for security and
+    correctness with high probability; ``2·ceil(log2 n)`` is even, as the Harary
+    construction wants, unless capped at ``n − 1`` (the complete graph).
+    """
+    if num_participants < 1:
+        raise ProtocolError(f"a round needs at least one participant; got {num_participants}.")
+    return min(2 * math.ceil(math.log2(num_participants)), num_participants - 1)
+
+
+def effective_degree(num_participants: int, degree: int | None) -> int:
+    """Return the degree actually used with ``num_participants``: ``degree`` capped at ``n − 1``.
+
+    ``None`` means :func:`default_degree`.  A configured degree is even (the
+    config checks it); at ``n − 1`` the graph is complete (SecAgg), whatever the parity.
+    """
+    if degree is None:
+        return default_degree(num_participants)
+    return min(degree, num_participants - 1)
+
+
+def ring_order(participants: Iterable[int], seed: bytes) -> tuple[int, ...]:
+    """Return the participants in the pseudo-random ring order that ``seed`` defines."""
+    if not isinstance(seed, bytes) or len(seed) != 32:
+        raise ProtocolError(
+            "the SecAgg+ graph seed must be 32 bytes (drawn by the server with `secrets`); "
+            f"got {type(seed).__name__} of length {len(seed) if isinstance(seed, bytes) else '?'}."
+        )
+
+    def rank(client: int) -> tuple[bytes, int]:
+        digest = hashlib.sha256(GRAPH_DOMAIN + seed + client.to_bytes(8, "big", signed=True))
+        return digest.digest(), client
+
+    return tuple(sorted(participants, key=rank))
+
+
+def complete_graph(participants: Iterable[int]) -> dict[int, frozenset[int]]:
+    """Return SecAgg's graph: every participant is every other one's neighbour."""
+    ids = frozenset(participants)
+    return {c: ids - {c} for c in sorted(ids)}
+
+
+def harary_graph(
+    participants: Iterable[int], degree: int, seed: bytes
+) -> dict[int, frozenset[int]]:
+    """Return the ``degree``-regular Harary graph on the ring order of ``participants`` by ``seed``.
+
+    ``degree`` must be even and below ``n − 1``, or exactly ``n − 1`` (the
+    complete graph); each client is joined to the ``degree / 2`` clients before
+    and after it on the ring.
+    """
+    ring = ring_order(participants, seed)
+    n = len(ring)
+    if degree >= n - 1:
+        if degree != n - 1:
+            raise ProtocolError(f"a graph on {n} clients has degree at most {n - 1}; got {degree}.")
+        return complete_graph(ring)
+    if degree < 0 or degree % 2:
+        raise ProtocolError(
+            f"the Harary graph needs an even degree >= 0 below n - 1 = {n - 1}; got {degree}."
+        )
+    half = degree // 2
+    graph: dict[int, frozenset[int]] = {}
+    for position, client in enumerate(ring):
+        graph[client] = frozenset(
+            ring[(position + step) % n] for d in range(1, half + 1) for step in (d, -d)
+        )
+    return dict(sorted(graph.items()))
+
+
+def check_regular(graph: Graph) -> int:
+    """Return the common degree of ``graph``, or raise :class:`ProtocolError` if it is not regular.
+
+    Also checks that the graph is symmetric and has no self-loop.
+    """
+    degrees = {len(neighbours) for neighbours in graph.values()}
+    if len(degrees) > 1:
+        raise ProtocolError(f"the masking graph is not regular: degrees {sorted(degrees)}.")
+    for client, neighbours in graph.items():
+        if client in neighbours:
+            raise ProtocolError(f"the masking graph joins client {client} to itself.")
+        for other in neighbours:
+            if client not in graph.get(other, frozenset()):
+                raise ProtocolError(f"the masking graph joins {client} to {other} but not back.")
+    return degrees.pop() if degrees else 0
+
+
+def reconstruction_threshold(neighbourhood_size: int, fraction: float, minimum: int) -> int:
+    """Return ``t = max(minimum, ceil(fraction · neighbourhood_size))``.
+
+    ``neighbourhood_size`` counts the client itself.  The product is taken in exact
+    rational arithmetic of the decimal ``fraction`` (so ``0.3 · 10`` is 3, not 4).
+    Raises :class:`ProtocolError` when ``t`` exceeds the neighbourhood: the round
+    could never be unmasked.
+    """
+    exact = Fraction(str(fraction)) * neighbourhood_size
+    t = max(minimum, math.ceil(exact))
+    if t > neighbourhood_size:
+        raise ProtocolError(
+            f"the reconstruction threshold t = max(min_threshold={minimum}, "
+            f"ceil(threshold={fraction} × {neighbourhood_size})) = {t} exceeds the "
+            f"{neighbourhood_size} clients of a neighbourhood (the client and its neighbours), "
+            "so no round could be unmasked; select more clients per round, or lower "
+            "threshold / min_threshold."
+        )
+    return t
