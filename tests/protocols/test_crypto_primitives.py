@@ -20,6 +20,7 @@ from fedpriv.protocols.crypto import (
     SEED_BYTES,
     TAG_BYTES,
     add_mask,
+    add_masks,
     decrypt,
     derive_key,
     encrypt,
@@ -300,6 +301,44 @@ def test_add_mask_rejects_bad_arguments() -> None:
         add_mask(acc, SEED, bits=32, scratch=np.empty(7, dtype=np.uint32))
     with pytest.raises(ConfigError, match="must not overlap"):
         add_mask(acc, SEED, bits=32, scratch=acc)
+
+
+@pytest.mark.parametrize("bits", [12, 28, 32, 40, 64])
+@pytest.mark.parametrize("length", [0, 1, 3, 5000, 3 * 2**16 + 7])
+def test_add_masks_equals_one_add_mask_per_seed(bits: int, length: int) -> None:
+    dtype = word_dtype(bits)
+    rng = np.random.default_rng(bits * 7 + length)  # test data only, not a secret
+    start = rng.integers(0, 2**bits, size=length, dtype=np.uint64, endpoint=False).astype(dtype)
+    masks = [(bytes([i]) * SEED_BYTES, 1 if i % 3 else -1) for i in range(5)]
+    expected = start.copy()
+    for seed, sign_ in masks:
+        add_mask(expected, seed, bits=bits, sign=sign_)
+    acc = start.copy()
+    add_masks(acc, masks, bits=bits)
+    np.testing.assert_array_equal(acc, expected)
+    # reduce=False: congruent mod 2^bits, reduced later in one AND.
+    lazy = start.copy()
+    add_masks(lazy, masks, bits=bits, reduce=False)
+    if bits < dtype.itemsize * 8:
+        np.bitwise_and(lazy, dtype.type(2**bits - 1), out=lazy)
+    np.testing.assert_array_equal(lazy, expected)
+    # Subtracting the same masks restores the accumulator exactly.
+    add_masks(acc, [(seed, -sign_) for seed, sign_ in masks], bits=bits)
+    np.testing.assert_array_equal(acc, start)
+
+
+def test_add_masks_rejects_bad_arguments() -> None:
+    acc = np.zeros(8, dtype=np.uint32)
+    with pytest.raises(ConfigError, match="sign must be 1"):
+        add_masks(acc, [(SEED, 0)], bits=32)
+    with pytest.raises(ProtocolError, match="mask seed must be 32 bytes"):
+        add_masks(acc, [(SEED[:16], 1)], bits=32)
+    with pytest.raises(ConfigError, match="acc must be a 1-D uint64 array"):
+        add_masks(acc, [(SEED, 1)], bits=40)
+    with pytest.raises(ConfigError, match="acc must be a 1-D numpy array"):
+        add_masks(np.zeros((2, 4), dtype=np.uint32), [(SEED, 1)], bits=32)
+    add_masks(acc, [], bits=32)
+    assert not acc.any()
 
 
 def test_no_non_cryptographic_generator_in_crypto_module() -> None:

@@ -20,6 +20,7 @@ from fedpriv.protocols.encoding import (
     decode_sum,
     encode,
     quantization_bound,
+    sum_words,
     word_dtype,
 )
 
@@ -324,3 +325,73 @@ def test_quantization_bound() -> None:
     assert quantization_bound(spec, 0) == 0.0
     with pytest.raises(ConfigError, match="may wrap around"):
         quantization_bound(spec, 6)
+
+
+def naive_encode(x: np.ndarray, spec: FixedPointSpec, rng: np.random.Generator) -> np.ndarray:
+    """Return the textbook whole-array encoding: clip, divide, floor, one draw per coordinate."""
+    clipped, _ = clip_vector(x, spec)
+    scaled = clipped / spec.resolution
+    levels = np.floor(scaled)
+    levels += rng.random(levels.shape) < scaled - levels
+    np.clip(levels, -spec.max_level, spec.max_level, out=levels)
+    return (levels.astype(np.int64).astype(object) % spec.modulus).astype(spec.word_dtype)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FixedPointSpec(clip=1.0, resolution=2**-20, max_clients=100),
+        FixedPointSpec(clip=0.7, resolution=1e-4, max_clients=100),
+        FixedPointSpec(clip=2.5, resolution=2**-12, max_clients=33, clip_mode="l2"),
+        FixedPointSpec(clip=1.0, resolution=2.0**-40, max_clients=2**22),  # 64-bit words
+        FixedPointSpec(clip=1.0, resolution=2.0**-30, max_clients=2),  # bits = word size
+    ],
+)
+@pytest.mark.parametrize("size", [1, 1000, 3 * 2**15 + 11])
+def test_blockwise_encode_matches_the_whole_array_reference(
+    spec: FixedPointSpec, size: int
+) -> None:
+    x = np.random.default_rng(size).normal(scale=0.6, size=size)  # some coordinates clipped
+    words, stats = encode(x, spec, np.random.default_rng(3))
+    np.testing.assert_array_equal(words, naive_encode(x, spec, np.random.default_rng(3)))
+    assert stats == clip_vector(x, spec)[1]
+    out = np.empty(size + 1, dtype=spec.word_dtype)
+    into, _ = encode(x, spec, np.random.default_rng(3), out=out[:-1])
+    assert np.shares_memory(into, out)
+    np.testing.assert_array_equal(out[:-1], words)
+
+
+def test_encode_checks_its_out_buffer() -> None:
+    spec = FixedPointSpec(clip=1.0, resolution=1e-3, max_clients=2)
+    with pytest.raises(ConfigError, match="out must be a uint32 array of shape"):
+        encode(np.zeros(3), spec, np.random.default_rng(0), out=np.empty(4, dtype=np.uint32))
+    with pytest.raises(ConfigError, match="C-contiguous and writeable"):
+        encode(np.zeros(3), spec, np.random.default_rng(0), out=np.empty(6, np.uint32)[::2])
+
+
+@pytest.mark.parametrize("bits", [12, 28, 32, 40, 64])
+def test_sum_words_equals_add_words_and_leaves_out_words_outside_the_ring(bits: int) -> None:
+    dtype = word_dtype(bits)
+    rng = np.random.default_rng(bits)
+    length = 2**16 + 5  # more than one block
+    vectors = [
+        rng.integers(0, 2**bits, size=length, dtype=np.uint64, endpoint=False).astype(dtype)
+        for _ in range(6)
+    ]
+    expected = np.zeros(length, dtype=dtype)
+    for words in vectors:
+        add_words(expected, words, bits=bits)
+    total, left_out = sum_words(vectors, bits=bits)
+    assert left_out == ()
+    np.testing.assert_array_equal(total, expected)
+    if bits < dtype.itemsize * 8:
+        bad = vectors[1].copy()
+        bad[-1] = dtype.type(1 << bits)  # just outside Z_{2^bits}
+        total, left_out = sum_words([vectors[0], bad, *vectors[2:]], bits=bits)
+        assert left_out == (1,)
+        rest = np.zeros(length, dtype=dtype)
+        for words in [vectors[0], *vectors[2:]]:
+            add_words(rest, words, bits=bits)
+        np.testing.assert_array_equal(total, rest)
+    with pytest.raises(ProtocolError, match="vector 1 has 3 words"):
+        sum_words([vectors[0], vectors[1][:3]], bits=bits)

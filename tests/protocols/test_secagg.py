@@ -413,6 +413,26 @@ def test_wrong_length_masked_input_is_dropped_and_the_round_completes() -> None:
     assert set(view.mask_private_keys) == {1}  # treated as dropped: its pair masks are removed
 
 
+def test_masked_input_outside_the_ring_is_dropped_and_the_round_completes() -> None:
+    def overflow(client: int, phase: int, message: Message) -> Message:
+        if client == 2 and isinstance(message, MaskedInput):
+            masked = message.masked.copy()
+            masked[3] |= np.uint32(1 << 31)  # a word >= 2^bits (bits < 32 here)
+            return replace(message, masked=masked)
+        return message
+
+    proto = faulty(SecAggProtocol, client_hook=overflow)
+    ctx = RoundContext(round=0, participants=range(5), vector_size=6)
+    inputs = make_inputs(5, 6)
+    result = run_round(proto, ctx, inputs)
+    assert result.survivors == (0, 1, 3, 4)
+    check_aggregate(proto, ctx, inputs, result)
+    view = result.view
+    assert isinstance(view, SecAggServerView)
+    assert "masked input has words >= 2^" in view.rejected[2]
+    assert set(view.mask_private_keys) == {2}
+
+
 def test_non_finite_update_fails_on_the_client_before_sending() -> None:
     with pytest.raises(ProtocolError, match="non-finite"):
         ClientInput(np.array([1.0, np.nan]), 1.0)

@@ -19,7 +19,7 @@ move bytes between stage functions, in the style of Flower's
 - Ed25519 signatures of advertised keys for the active-adversary variant
   (:func:`generate_ed25519`, :func:`sign`, :func:`verify`); :func:`verify` raises,
   it never returns a ``bool`` that a caller could forget to check.
-- The mask PRG (:func:`expand_mask`, :func:`add_mask`): AES-256 in CTR mode keyed
+- The mask PRG (:func:`expand_mask`, :func:`add_mask`, :func:`add_masks`): AES-256 in CTR mode keyed
   with the whole 256-bit seed, read as little-endian words over ``Z_{2^bits}``.
   Masks must be computationally indistinguishable from uniform for the one-time-pad
   argument of Bonawitz et al. 2017 (Thm. 6.2) and Bell et al. 2020 (*Secure
@@ -39,6 +39,7 @@ import os
 import secrets
 import struct
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,7 @@ __all__ = [
     "SIGNATURE_BYTES",
     "TAG_BYTES",
     "add_mask",
+    "add_masks",
     "decrypt",
     "derive_key",
     "encrypt",
@@ -108,6 +110,10 @@ _UPDATE_INTO_SLACK = _AES_BLOCK - 1
 # Keystream = AES-CTR encryption of zeros, fed in chunks from one immutable buffer
 # (L2-sized, so the plaintext stays in cache while the output streams to memory).
 _ZERO_CHUNK = memoryview(bytes(1 << 18))
+# add_masks interleaves its masks block by block: the accumulator block and the
+# keystream block stay in L1/L2 across all masks instead of streaming a full-length
+# keystream buffer through memory once per mask.
+_MASK_BLOCK_BYTES = 1 << 18
 
 
 def _check_bytes(value: Any, length: int, what: str, hint: str) -> bytes:
@@ -413,4 +419,69 @@ def add_mask(
     else:
         np.subtract(acc, scratch, out=acc)
     if bits < dtype.itemsize * 8:
+        np.bitwise_and(acc, dtype.type((1 << bits) - 1), out=acc)
+
+
+def add_masks(
+    acc: np.ndarray,
+    masks: Iterable[tuple[bytes, int]],
+    *,
+    bits: int,
+    reduce: bool = True,
+) -> None:
+    """Add ``Σ sign · PRG(seed)`` over ``masks`` (pairs ``(seed, sign)``) to ``acc`` in place.
+
+    The same words as calling :func:`add_mask` once per pair, in fewer passes: the
+    keystreams are generated block by block into a small cache-resident buffer and
+    added (``sign=1``) or subtracted (``sign=-1``) with wrapping ``uint`` arithmetic,
+    and the reduction mod ``2^bits`` is one ``AND`` at the end.  That is exact
+    because ``2^bits`` divides the word modulus ``2^32`` / ``2^64``: wrapping sums
+    agree with the true sum mod ``2^bits`` whatever the order of reduction.
+
+    ``acc`` is a 1-D C-contiguous writeable array of ``word_dtype(bits)``.  With
+    ``reduce=False`` the final ``AND`` is skipped (the words are then only correct
+    mod ``2^bits``), for a caller that adds more terms and reduces once itself.
+    Each seed must key exactly one mask.
+    """
+    bits = _check_bits(bits)
+    dtype = word_dtype(bits)
+    if not isinstance(acc, np.ndarray) or acc.ndim != 1:
+        raise ConfigError(
+            "acc must be a 1-D numpy array of masked words; got "
+            f"{type(acc).__name__}{'' if not isinstance(acc, np.ndarray) else acc.shape}."
+        )
+    acc = _check_buffer(acc, "acc", acc.shape[0], dtype)
+    pairs: list[tuple[bytes, int]] = []
+    for seed, sign in masks:
+        if isinstance(sign, bool) or not isinstance(sign, numbers.Integral) or sign not in (1, -1):
+            raise ConfigError(
+                f"sign must be 1 (add the mask) or -1 (subtract it); got {sign!r}. In SecAgg the "
+                "client with the smaller id adds the pairwise mask and the larger one subtracts it."
+            )
+        pairs.append((_check_seed(seed), int(sign)))
+    encryptors = [
+        (Cipher(algorithms.AES(seed), modes.CTR(_CTR_NONCE)).encryptor(), sign)
+        for seed, sign in pairs
+    ]
+    block_words = _MASK_BLOCK_BYTES // dtype.itemsize
+    # update_into needs len(data) + block − 1 bytes of output room: keep a spare block.
+    keystream = np.empty(block_words + _AES_BLOCK // dtype.itemsize, dtype=dtype)
+    raw = keystream.view(np.uint8).data
+    swap = sys.byteorder == "big"  # words are defined as little-endian, on every host
+    for start in range(0, acc.shape[0], block_words):
+        target = acc[start : start + block_words]
+        count = target.shape[0]
+        nbytes = count * dtype.itemsize
+        words = keystream[:count]
+        for encryptor, sign in encryptors:
+            filled = 0
+            while filled < nbytes:
+                filled += encryptor.update_into(_ZERO_CHUNK[: nbytes - filled], raw[filled:])
+            if swap:
+                words.byteswap(inplace=True)
+            if sign == 1:
+                np.add(target, words, out=target)
+            else:
+                np.subtract(target, words, out=target)
+    if reduce and bits < dtype.itemsize * 8:
         np.bitwise_and(acc, dtype.type((1 << bits) - 1), out=acc)

@@ -16,7 +16,8 @@ owns that encoding and its inverse for a *sum*:
   coordinate is below ``num_summands · resolution`` (:func:`quantization_bound`).
   The rounding randomness comes from a caller-passed ``numpy.random.Generator``;
   it is not secret (masks, which are, come from :mod:`fedpriv.protocols.crypto`).
-- :func:`decode_sum` maps a sum of words back to floats.
+- :func:`decode_sum` maps a sum of words back to floats; :func:`add_words` and
+  :func:`sum_words` take sums in the ring.
 
 Pure functions around a small frozen spec; nothing here holds state.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "decode_sum",
     "encode",
     "quantization_bound",
+    "sum_words",
     "word_dtype",
 ]
 
@@ -175,7 +178,8 @@ class EncodeStats:
     """The L2 norm of the input before clipping."""
 
 
-def _as_finite_floats(x: Any, what: str) -> np.ndarray:
+def _as_floats(x: Any, what: str) -> np.ndarray:
+    """Return ``x`` as a float64 array (no copy if it already is one); refuse non-numbers."""
     array = np.asarray(x)
     if array.dtype == np.bool_ or not (
         np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
@@ -184,15 +188,27 @@ def _as_finite_floats(x: Any, what: str) -> np.ndarray:
             f"{what} must be a real-valued numeric array; got dtype {array.dtype}. "
             "Pass the flat update as a float array."
         )
-    array = array.astype(np.float64, copy=False)
-    finite = np.isfinite(array)
-    if not finite.all():
-        count = int(array.size - np.count_nonzero(finite))
-        raise ProtocolError(
-            f"{what} contains {count} non-finite value(s) (NaN or ±inf) out of {array.size}; "
-            "fix or clip the local training step before encoding, or leave the client out."
-        )
-    return array
+    return array.astype(np.float64, copy=False)
+
+
+def _finite_norm(values: np.ndarray, what: str) -> float:
+    """Return ``‖values‖₂`` (as ``np.linalg.norm`` computes it); raise if any entry is not finite.
+
+    The squared norm doubles as the finiteness check: a sum of squares is finite only
+    if every entry is, so the per-entry scan runs only when it is not (a NaN or ±inf
+    entry, or finite entries whose squares overflow).
+    """
+    flat = values.ravel()
+    sqnorm = float(flat.dot(flat)) if flat.size else 0.0
+    if not math.isfinite(sqnorm):
+        finite = np.isfinite(flat)
+        if not finite.all():
+            count = int(flat.size - np.count_nonzero(finite))
+            raise ProtocolError(
+                f"{what} contains {count} non-finite value(s) (NaN or ±inf) out of {flat.size}; "
+                "fix or clip the local training step before encoding, or leave the client out."
+            )
+    return math.sqrt(sqnorm)
 
 
 def clip_vector(x: np.ndarray, spec: FixedPointSpec) -> tuple[np.ndarray, EncodeStats]:
@@ -203,8 +219,8 @@ def clip_vector(x: np.ndarray, spec: FixedPointSpec) -> tuple[np.ndarray, Encode
     returned coordinate satisfies ``|x_i| ≤ spec.value_bound``.  Non-finite input
     raises :class:`ProtocolError`.
     """
-    values = _as_finite_floats(x, "the vector to clip")
-    norm = float(np.linalg.norm(values.ravel())) if values.size else 0.0
+    values = _as_floats(x, "the vector to clip")
+    norm = _finite_norm(values, "the vector to clip")
     bound = spec.value_bound
     if spec.clip_mode == "coordinate":
         clipped = int(np.count_nonzero(np.abs(values) > bound))
@@ -217,16 +233,45 @@ def clip_vector(x: np.ndarray, spec: FixedPointSpec) -> tuple[np.ndarray, Encode
     return values.copy(), EncodeStats(0, False, norm)
 
 
+# encode works block by block so that its float64 temporaries (4 × 256 KiB) stay in
+# L2 instead of streaming a dozen full-length arrays through memory.
+_ENCODE_BLOCK = 1 << 15
+
+
+def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape:
+        raise ConfigError(
+            f"out must be a {dtype} array of shape {shape} (the input's shape, "
+            f"FixedPointSpec.word_dtype); got {getattr(out, 'dtype', type(out).__name__)} "
+            f"of shape {getattr(out, 'shape', None)}."
+        )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ConfigError("out must be C-contiguous and writeable (e.g. a slice of np.empty).")
+    return out
+
+
 def encode(
-    x: np.ndarray, spec: FixedPointSpec, rng: np.random.Generator
+    x: np.ndarray,
+    spec: FixedPointSpec,
+    rng: np.random.Generator,
+    *,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, EncodeStats]:
     """Clip, quantize and encode ``x`` as words mod ``2^spec.bits``; return them and the clip stats.
 
     Each clipped coordinate ``v`` becomes ``floor(v / resolution) + B`` with
     ``B ~ Bernoulli(frac(v / resolution))`` drawn from ``rng`` (unbiased stochastic
     rounding; this randomness is not secret), then its two's complement mod
-    ``2^bits`` in ``spec.word_dtype``.  The output has the shape of ``x``.
-    Non-finite entries raise :class:`ProtocolError` naming how many there are.
+    ``2^bits`` in ``spec.word_dtype``.  The output has the shape of ``x``; ``out``,
+    if given, is a C-contiguous writeable array of that shape and dtype that
+    receives the words (and is returned).  Non-finite entries raise
+    :class:`ProtocolError` naming how many there are.
+
+    The words equal those of the textbook whole-array computation
+    (``clip_vector``, divide, ``floor``, ``rng.random(x.shape) < frac``, two's
+    complement) bit for bit, for the same ``rng`` state: the same float64
+    operations run on blocks of the vector, and the rounding draws are taken in
+    order, one float64 per coordinate.
     """
     if not isinstance(spec, FixedPointSpec):
         raise ConfigError(f"spec must be a FixedPointSpec; got {type(spec).__name__}.")
@@ -235,18 +280,53 @@ def encode(
             f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)); "
             f"got {type(rng).__name__}."
         )
-    clipped, stats = clip_vector(x, spec)
-    scaled = np.divide(clipped, spec.resolution, out=clipped)
-    levels = np.floor(scaled)
-    frac = np.subtract(scaled, levels, out=scaled)
-    levels += rng.random(levels.shape) < frac
-    # No-op by construction (|v| ≤ clip ⇒ |level| ≤ max_level); keeps the no-wrap
-    # invariant independent of float corner cases.
-    np.clip(levels, -spec.max_level, spec.max_level, out=levels)
-    words = levels.astype(np.int64).view(np.uint64)
-    if spec.bits < 64:
-        np.bitwise_and(words, np.uint64(spec.modulus - 1), out=words)
-    return words.astype(spec.word_dtype, copy=False), stats
+    values = _as_floats(x, "the vector to clip")
+    dtype = spec.word_dtype
+    words = (
+        np.empty(values.shape, dtype=dtype) if out is None else _check_out(out, values.shape, dtype)
+    )
+    flat = values.ravel()
+    norm = _finite_norm(flat, "the vector to clip")
+    bound, resolution = spec.value_bound, spec.resolution
+    coordinate = spec.clip_mode == "coordinate"
+    l2_factor = spec.clip / norm if not coordinate and norm > spec.clip else None
+    clipped = flat.size if l2_factor is not None else 0
+    # Signed view of the output: a level's int32/int64 representation is its two's
+    # complement mod 2^32/2^64, and the AND below reduces it mod 2^bits.
+    unsigned = words.reshape(-1)
+    signed = unsigned.view(np.int32 if dtype.itemsize == 4 else np.int64)
+    low_bits = dtype.type(spec.modulus - 1) if spec.bits < dtype.itemsize * 8 else None
+    block = max(1, min(flat.size, _ENCODE_BLOCK))
+    scaled_buf, levels_buf, draws_buf = (np.empty(block) for _ in range(3))
+    up_buf = np.empty(block, dtype=np.bool_)
+    for start in range(0, flat.size, block):
+        stop = min(start + block, flat.size)
+        source, scaled = flat[start:stop], scaled_buf[: stop - start]
+        levels, draws = levels_buf[: stop - start], draws_buf[: stop - start]
+        up = up_buf[: stop - start]
+        if l2_factor is not None:
+            np.multiply(source, l2_factor, out=scaled)
+            # A no-op in exact arithmetic; guards |x_i| ≤ clip against float rounding.
+            np.clip(scaled, -bound, bound, out=scaled)
+            source = scaled
+        elif coordinate and (source.min() < -bound or source.max() > bound):
+            clipped += int(np.count_nonzero(np.abs(source) > bound))
+            np.clip(source, -bound, bound, out=scaled)
+            source = scaled
+        np.divide(source, resolution, out=scaled)
+        np.floor(scaled, out=levels)
+        frac = np.subtract(scaled, levels, out=scaled)
+        rng.random(out=draws)
+        np.less(draws, frac, out=up)
+        np.add(levels, up, out=levels)
+        # No-op by construction (|v| ≤ clip ⇒ |level| ≤ max_level); keeps the no-wrap
+        # invariant independent of float corner cases.
+        np.clip(levels, -spec.max_level, spec.max_level, out=levels)
+        np.copyto(signed[start:stop], levels, casting="unsafe")
+        if low_bits is not None:
+            target = unsigned[start:stop]
+            np.bitwise_and(target, low_bits, out=target)
+    return words, EncodeStats(clipped, l2_factor is not None, norm)
 
 
 def add_words(acc: np.ndarray, words: np.ndarray, *, bits: int) -> None:
@@ -263,6 +343,61 @@ def add_words(acc: np.ndarray, words: np.ndarray, *, bits: int) -> None:
     np.add(acc, words, out=acc)
     if bits < dtype.itemsize * 8:
         np.bitwise_and(acc, dtype.type((1 << bits) - 1), out=acc)
+
+
+# sum_words adds every vector's block into one accumulator block that stays in cache,
+# so each input is read from memory once and the accumulator is written once.
+_SUM_BLOCK = 1 << 16
+
+
+def sum_words(
+    vectors: Sequence[np.ndarray], *, bits: int
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Return the sum mod ``2^bits`` of the ``vectors`` whose words all lie in ``Z_{2^bits}``.
+
+    ``vectors`` are 1-D arrays of ``word_dtype(bits)``, all of one length.  A vector
+    with a word ``≥ 2^bits`` (when ``bits`` is below the word size) is left out of
+    the sum, and its index is returned with the others left out, in order: the
+    caller decides what to do with the sender.  The returned sum is a fresh array,
+    reduced mod ``2^bits``.
+
+    Wrapping ``uint`` additions with one ``AND`` at the end equal adding mod
+    ``2^bits`` at every step, because ``2^bits`` divides the word modulus; the range
+    check is an OR of each block, taken while the block is in cache for the sum.
+    """
+    dtype = word_dtype(bits)
+    if not vectors:
+        raise ConfigError("sum_words needs at least one vector.")
+    for index, words in enumerate(vectors):
+        if not isinstance(words, np.ndarray) or words.dtype != dtype or words.ndim != 1:
+            raise ProtocolError(
+                f"sum_words: vector {index} must be a 1-D {dtype} array (word_dtype({bits})); "
+                f"got {getattr(words, 'dtype', type(words).__name__)} of shape "
+                f"{getattr(words, 'shape', None)}."
+            )
+    length = vectors[0].shape[0]
+    for index, words in enumerate(vectors):
+        if words.shape[0] != length:
+            raise ProtocolError(
+                f"sum_words: vector {index} has {words.shape[0]} words, vector 0 has {length}; "
+                "every client must encode with the same spec."
+            )
+    total = np.zeros(length, dtype=dtype)
+    checked = bits < dtype.itemsize * 8
+    high = [0] * len(vectors)  # OR of every word of each vector
+    for start in range(0, length, _SUM_BLOCK):
+        block = total[start : start + _SUM_BLOCK]
+        for index, words in enumerate(vectors):
+            part = words[start : start + _SUM_BLOCK]
+            np.add(block, part, out=block)
+            if checked:
+                high[index] |= int(np.bitwise_or.reduce(part))
+    left_out = tuple(index for index, bits_set in enumerate(high) if bits_set >> bits)
+    for index in left_out:  # exact: wrapping arithmetic is a group
+        np.subtract(total, vectors[index], out=total)
+    if checked:
+        np.bitwise_and(total, dtype.type((1 << bits) - 1), out=total)
+    return total, left_out
 
 
 def decode_sum(words: np.ndarray, spec: FixedPointSpec) -> np.ndarray:

@@ -104,6 +104,9 @@ class SecAggClient(ClientSession):
         """What clipping did to ``w·Δ`` (after phase 2)."""
         self._keys: AdvertiseKeys | None = None
         self._c_sk: bytes | None = None
+        # Pairwise share-encryption keys, derived once in phase 1 and reused to decrypt
+        # the shares in phase 2; forgotten with the private keys.
+        self._enc_keys: dict[ClientId, bytes] = {}
         self._s_sk: bytes | None = None
         self._peers: dict[ClientId, AdvertiseKeys] = {}
         self._self_mask_seed: bytes | None = None
@@ -172,6 +175,7 @@ class SecAggClient(ClientSession):
 
     def _forget_secrets(self) -> None:
         self._c_sk = self._s_sk = None
+        self._enc_keys = {}
 
     # ------------------------------------------------------------ phase 0
     def _advertise(self) -> AdvertiseKeys:
@@ -246,6 +250,7 @@ class SecAggClient(ClientSession):
         ciphertexts = {}
         for peer, entry in self._peers.items():
             key = self._pairwise_key(entry.c_pk, peer, ENCRYPTION_INFO, self._c_sk)
+            self._enc_keys[peer] = key
             plaintext = pack_shares(self.client_id, peer, key_shares[peer], seed_shares[peer])
             aad = crypto.share_aad(self.client_id, peer, self.ctx.round)
             ciphertexts[peer] = crypto.encrypt(key, plaintext, aad=aad)
@@ -283,8 +288,7 @@ class SecAggClient(ClientSession):
         if self._c_sk is None or self._s_sk is None or self._self_mask_seed is None:
             raise ProtocolError(f"{self.who} has no keys; phases 0-1 did not run.")
         for sender, ciphertext in routed.ciphertexts:
-            entry = self._peers[sender]
-            key = self._pairwise_key(entry.c_pk, sender, ENCRYPTION_INFO, self._c_sk)
+            key = self._enc_keys[sender]  # derived in phase 1 for every peer in _peers
             aad = crypto.share_aad(sender, self.client_id, self.ctx.round)
             try:
                 origin, target, key_share, seed_share = unpack_shares(
@@ -305,15 +309,15 @@ class SecAggClient(ClientSession):
         plan = self.plan
         rng = self._protocol.secret_source.rounding_rng(self.client_id, self.ctx.round)
         weighted = np.multiply(self._data.update, self._weight, dtype=np.float64)
+        # The weight word goes last; encode writes the update's words in front of it.
+        vector = np.empty(weighted.size + 1, dtype=plan.spec.word_dtype)
         try:
-            words, stats = encode(weighted, plan.spec, rng)
+            _, stats = encode(weighted, plan.spec, rng, out=vector[:-1])
         except ProtocolError as err:
             raise ProtocolError(f"{self.who} cannot encode its update: {err}") from None
         self.encode_stats = stats
         if self._protocol.on_encode is not None:
             self._protocol.on_encode(self.client_id, self.ctx.round, stats)
-        vector = np.empty(words.size + 1, dtype=plan.spec.word_dtype)
-        vector[:-1] = words
         vector[-1] = encode_weight(self._weight, plan.weight_bits)
         pairwise = {
             peer: self._pairwise_key(self._peers[peer].s_pk, peer, MASK_INFO, self._s_sk)

@@ -28,7 +28,7 @@ from fedpriv.protocols.base import (
     ServerView,
     readonly_array,
 )
-from fedpriv.protocols.encoding import add_words, decode_sum
+from fedpriv.protocols.encoding import decode_sum, sum_words
 from fedpriv.protocols.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -123,6 +123,7 @@ class SecAggServer(ServerSession):
         self._shared: dict[ClientId, ShareKeys] = {}  # U2
         self._routed: dict[ClientId, frozenset[ClientId]] = {}  # i → senders routed to i
         self._masked: dict[ClientId, MaskedInput] = {}  # U3
+        self._masked_sum: np.ndarray | None = None  # Σ of U3's masked inputs, mod 2^bits
         self._announced: dict[ClientId, frozenset[ClientId]] = {}
         self._unmasked: dict[ClientId, UnmaskShares] = {}  # U4
         self._self_mask_seeds: dict[ClientId, bytes] = {}
@@ -319,10 +320,19 @@ class SecAggServer(ServerSession):
                     f"phase 2: masked input is {masked.dtype} of shape {masked.shape}; expected "
                     f"{spec.word_dtype} of shape ({length},) (vector_size + 1 weight word)",
                 )
-            elif spec.bits < masked.dtype.itemsize * 8 and int(masked.max()) >= spec.modulus:
-                self._reject(client_id, f"phase 2: masked input has words >= 2^{spec.bits}")
             else:
                 self._masked[client_id] = message  # type: ignore[assignment]
+        if self._masked:
+            # Sum while checking that every word lies in Z_{2^bits}; an input that does
+            # not is left out of the sum and its sender rejected.
+            candidates = list(self._masked)
+            self._masked_sum, left_out = sum_words(
+                [self._masked[c].masked for c in candidates], bits=spec.bits
+            )
+            for index in left_out:
+                client_id = candidates[index]
+                del self._masked[client_id]
+                self._reject(client_id, f"phase 2: masked input has words >= 2^{spec.bits}")
         survivors = set(self._masked)
         t = self.plan.threshold
         if len(survivors) < t:
@@ -424,10 +434,10 @@ class SecAggServer(ServerSession):
             )
         plan, spec = self.plan, self.plan.spec
         survivors = tuple(sorted(self._masked))
-        total = np.zeros(self.ctx.vector_size + 1, dtype=spec.word_dtype)
-        for client_id in survivors:
-            add_words(total, self._masked[client_id].masked, bits=plan.bits)
-        scratch = np.empty_like(total)
+        if self._masked_sum is None:
+            raise ProtocolError(f"{self.who}: finish() without any masked input.")
+        # Every mask to remove is gathered (and checked) first, then removed in one pass.
+        masks: list[tuple[bytes, int]] = []
         for client_id in survivors:
             seed = self._reconstruct(client_id, "b")
             commitment = self_mask_commitment(self.ctx.round, client_id, seed)
@@ -438,7 +448,7 @@ class SecAggServer(ServerSession):
                     "aborted rather than returning a wrong sum."
                 )
             self._self_mask_seeds[client_id] = seed
-            crypto.add_mask(total, seed, bits=plan.bits, sign=-1, scratch=scratch)
+            masks.append((seed, -1))
         for dropped in sorted(set(self._shared) - set(self._masked)):
             partners = sorted(c for c in survivors if dropped in self._routed[c])
             if not partners:
@@ -453,8 +463,9 @@ class SecAggServer(ServerSession):
             self._mask_keys[dropped] = private
             for survivor in partners:
                 seed = crypto.derive_key(private, self._advertised[survivor].s_pk, info=MASK_INFO)
-                sign = -pairwise_sign(survivor, dropped)
-                crypto.add_mask(total, seed, bits=plan.bits, sign=sign, scratch=scratch)
+                masks.append((seed, -pairwise_sign(survivor, dropped)))
+        total = self._masked_sum.copy()  # kept intact, so that a failed finish() can be rerun
+        crypto.add_masks(total, masks, bits=plan.bits)
         weight_word = int(total[-1])
         if not len(survivors) <= weight_word <= len(survivors) << plan.weight_bits:
             raise ProtocolError(

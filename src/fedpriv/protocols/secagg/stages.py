@@ -82,13 +82,11 @@ def apply_masks(
     bits: int,
 ) -> None:
     """Add ``PRG(b_i) + Σ_j sign(i, j)·PRG(s_ij)`` to ``vector`` in place, mod ``2^bits``."""
-    scratch = np.empty_like(vector)
-    crypto.add_mask(vector, self_mask_seed, bits=bits, scratch=scratch)
-    for peer in sorted(pairwise_seeds):
-        crypto.add_mask(
-            vector, pairwise_seeds[peer], bits=bits, sign=pairwise_sign(client_id, peer),
-            scratch=scratch,
-        )
+    masks = [(self_mask_seed, 1)]
+    masks += [
+        (pairwise_seeds[peer], pairwise_sign(client_id, peer)) for peer in sorted(pairwise_seeds)
+    ]
+    crypto.add_masks(vector, masks, bits=bits)
 
 
 def mask_input(
