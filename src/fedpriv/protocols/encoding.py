@@ -65,12 +65,13 @@ def word_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint32) if bits <= 32 else np.dtype(np.uint64)
 
 
-def _positive_real(value: Any, what: str, hint: str) -> float:
+def positive_real(value: Any, what: str, hint: str) -> float:
+    """Return ``value`` as a finite float > 0, or raise ConfigError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"FixedPointSpec.{what} must be a real number; got {value!r}. {hint}")
+        raise ConfigError(f"{what} must be a real number; got {value!r}. {hint}")
     number = float(value)
     if not math.isfinite(number) or number <= 0.0:
-        raise ConfigError(f"FixedPointSpec.{what} must be finite and > 0; got {number!r}. {hint}")
+        raise ConfigError(f"{what} must be finite and > 0; got {number!r}. {hint}")
     return number
 
 
@@ -105,9 +106,12 @@ class FixedPointSpec:
 
     def __post_init__(self) -> None:
         fix = "Choose a larger resolution, a smaller clip, or fewer clients per sum."
-        clip = _positive_real(self.clip, "clip", "Pass the clip bound of the update, e.g. 1.0.")
-        resolution = _positive_real(
-            self.resolution, "resolution", "Pass the quantization step, e.g. 2**-20."
+        clip = positive_real(
+            self.clip, "FixedPointSpec.clip", "Pass the clip bound of the update, e.g. 1.0."
+        )
+        resolution = positive_real(
+            self.resolution, "FixedPointSpec.resolution",
+            "Pass the quantization step, e.g. 2**-20.",
         )
         if isinstance(self.max_clients, bool) or not isinstance(self.max_clients, numbers.Integral):
             raise ConfigError(

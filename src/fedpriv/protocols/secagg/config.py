@@ -9,22 +9,11 @@ come from :mod:`fedpriv.protocols.secagg_graph`.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
 
 from fedpriv.errors import ConfigError
-from fedpriv.protocols.encoding import CLIP_MODES, FixedPointSpec
-
-
-def _positive_float(value: Any, what: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{what} must be a real number; got {value!r}. {hint}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0.0:
-        raise ConfigError(f"{what} must be finite and > 0; got {number!r}. {hint}")
-    return number
+from fedpriv.protocols.encoding import CLIP_MODES, FixedPointSpec, positive_real
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ class SecAggConfig:
              "(e.g. the largest client's number of examples)."),
         ):
             object.__setattr__(
-                self, name, _positive_float(getattr(self, name), f"secagg {name}", hint)
+                self, name, positive_real(getattr(self, name), f"secagg {name}", hint)
             )
         if self.clip_mode not in CLIP_MODES:
             raise ConfigError(
