@@ -171,7 +171,7 @@ def audit(
         cfg = apply_overrides(cfg, **overrides)
         from fedpriv.audits.runner import preflight, run_audit
 
-        preflight(cfg)
+        preflight(cfg)  # run_audit checks again; here so bad input fails before any output
         show = not (quiet or as_json)
         if show:
             with Progress(

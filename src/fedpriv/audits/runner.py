@@ -209,10 +209,11 @@ def run_audit(
                 checkpoint_path=checkpoint_path(out, run),
                 fingerprint=run_fingerprint(config, run),
             )
-            first = trainer.resume_point(resume)
-            progress.run_started(run, config.federation.rounds, first)
-            outcome.training = trainer.run(resume=resume, on_round_end=partial(
-                progress.round_finished, run))
+            outcome.training = trainer.run(
+                resume=resume,
+                on_start=partial(progress.run_started, run, config.federation.rounds),
+                on_round_end=partial(progress.round_finished, run),
+            )
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")

@@ -98,6 +98,22 @@ class TrainingResult:
     resumed_from_round: int | None = None
 
 
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What :meth:`FederatedTrainer.train_round` produced."""
+
+    global_vector: np.ndarray
+    participants: tuple[int, ...]
+    result: AggregationResult | None
+    """The protocol's result; ``None`` when it aborted the round."""
+    losses: list[float]
+    """Each participant's mean local training loss."""
+    train_s: float
+    """Seconds spent in local training."""
+    aborted: str | None = None
+    """Why the protocol aborted the round (too few survivors), if it did."""
+
+
 def _seed_int(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -143,7 +159,6 @@ class FederatedTrainer:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
         self.params = trainable_parameters(model)
-        self.last_abort: str | None = None
 
     # ------------------------------------------------------------------ pieces
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
@@ -176,16 +191,13 @@ class FederatedTrainer:
         delta = get_adapter_vector(self.model) - global_vector
         return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
 
-    def train_round(
-        self, round_index: int, global_vector: np.ndarray
-    ) -> tuple[np.ndarray, AggregationResult | None, list[float], float]:
+    def train_round(self, round_index: int, global_vector: np.ndarray) -> RoundOutcome:
         """One round without evaluation or checkpointing.
 
-        Returns the new global vector, the protocol's result, the clients' mean
-        training losses and the seconds spent in local training.  A round that the
-        protocol aborts because too many clients dropped (secure aggregation below
-        its threshold) leaves the global vector unchanged and returns ``None`` as
-        the result; any other protocol error propagates.
+        A round that the protocol aborts because too many clients dropped (secure
+        aggregation below its threshold) leaves the global vector unchanged and
+        has ``result=None`` and the reason in ``aborted``; any other protocol
+        error propagates.
         """
         t0 = time.perf_counter()
         participants = self.sample_clients(round_index)
@@ -208,10 +220,9 @@ class FederatedTrainer:
                 raise
             logger.warning("round %d aborted after %d dropouts: %s", round_index,
                            len(dropouts), err)
-            self.last_abort = str(err)
-            return global_vector, None, losses, train_s
+            return RoundOutcome(global_vector, participants, None, losses, train_s, str(err))
         step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
-        return global_vector + step, result, losses, train_s
+        return RoundOutcome(global_vector + step, participants, result, losses, train_s)
 
     def evaluate(self, vector: np.ndarray) -> EvalResult:
         """Held-out loss and perplexity of the model with adapter ``vector``."""
@@ -233,18 +244,17 @@ class FederatedTrainer:
             )
         return ckpt
 
-    def resume_point(self, resume: bool) -> int:
-        """Return the round a run would start at (0 without a usable checkpoint)."""
-        ckpt = self._resume_state(resume)
-        return 0 if ckpt is None else ckpt.completed_rounds
-
     def run(
         self,
         *,
         resume: bool = False,
+        on_start: Callable[[int], None] | None = None,
         on_round_end: Callable[[RoundRecord], None] | None = None,
     ) -> TrainingResult:
-        """Train for the configured rounds (continuing a checkpoint when ``resume``)."""
+        """Train for the configured rounds (continuing a checkpoint when ``resume``).
+
+        ``on_start`` gets the round training starts at (> 0 when resumed).
+        """
         start = time.perf_counter()
         ckpt = self._resume_state(resume)
         initial = get_adapter_vector(self.model)
@@ -268,11 +278,14 @@ class FederatedTrainer:
             history = []
             base_eval = self.evaluate(global_vector)
             first_round, elapsed_before = 0, 0.0
+        if on_start is not None:
+            on_start(first_round)
         views: list[ServerView] = []
         last_eval: EvalResult | None = None
         for r in range(first_round, self.settings.rounds):
             t_round = time.perf_counter()
-            global_vector, result, losses, train_s = self.train_round(r, global_vector)
+            outcome = self.train_round(r, global_vector)
+            global_vector, result = outcome.global_vector, outcome.result
             if result is not None and self.settings.keep_views == "all":
                 views.append(result.view)
             elif result is not None and self.settings.keep_views == "last":
@@ -283,14 +296,14 @@ class FederatedTrainer:
                 last_eval = self.evaluate(global_vector)
             record = RoundRecord(
                 round=r,
-                participants=list(self.sample_clients(r)),
+                participants=list(outcome.participants),
                 survivors=[] if result is None else list(result.survivors),
-                train_loss=float(np.mean(losses)),
+                train_loss=float(np.mean(outcome.losses)),
                 update_norm=0.0 if result is None else float(np.linalg.norm(result.aggregate)),
                 eval_loss=None if last_eval is None else last_eval.loss,
                 perplexity=None if last_eval is None else last_eval.perplexity,
                 wall_s=time.perf_counter() - t_round,
-                train_s=train_s,
+                train_s=outcome.train_s,
                 protocol_s=0.0 if result is None else result.cost.protocol_seconds(),
                 bytes_up_per_client=0.0 if result is None else result.cost.bytes_up_per_client(),
                 bytes_down_per_client=(
@@ -298,7 +311,7 @@ class FederatedTrainer:
                 ),
                 clipped_values=0 if result is None else int(sum(
                     s.get("clipped_values", 0) for s in result.client_stats.values())),
-                aborted=self.last_abort if result is None else None,
+                aborted=outcome.aborted,
             )
             history.append(record)
             if self.checkpoint_path is not None:
