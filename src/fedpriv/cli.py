@@ -129,6 +129,16 @@ def audit(
     protocol: Annotated[
         Optional[str], typer.Option(help="Run a single configuration with this protocol.")
     ] = None,
+    dp: Annotated[
+        Optional[str],
+        typer.Option(help="Differential privacy for every run: none, sample (DP-SGD on each "
+                          "client's examples) or user (DP-FedAvg on whole clients)."),
+    ] = None,
+    epsilon: Annotated[
+        Optional[float],
+        typer.Option(help="Target ε of each DP run (δ from the config, default 1e-5); the "
+                          "noise multiplier is solved from it."),
+    ] = None,
     dropout: Annotated[
         Optional[float],
         typer.Option(help="Share of each round's clients that drop, each at a random phase."),
@@ -143,7 +153,7 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or table.")] = False,
 ) -> None:
     """Fine-tune and measure each configuration; write OUT/report.json and OUT/report.md."""
-    from fedpriv.audits.config import apply_overrides, load_config, load_preset
+    from fedpriv.audits.config import apply_overrides, load_config, load_preset, override_runs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import transformers
@@ -166,9 +176,8 @@ def audit(
             "data__partition": partition or ("iid" if data is not None else None),
             "federation__dropout": dropout,
         }
-        if protocol is not None:
-            overrides["runs"] = [{"name": protocol, "protocol": protocol}]
-        cfg = apply_overrides(cfg, **overrides)
+        cfg = override_runs(apply_overrides(cfg, **overrides), protocol=protocol, dp=dp,
+                            epsilon=epsilon)
         from fedpriv.audits.runner import preflight, run_audit
 
         preflight(cfg)  # run_audit checks again; here so bad input fails before any output

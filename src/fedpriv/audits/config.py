@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+from fedpriv.dp.config import DPConfig, make_dp_config
 from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
 
@@ -31,7 +32,6 @@ else:  # pragma: no cover - Python 3.10
 BUILTIN_DATA = "builtin"
 PARTITION_SCHEMES = ("iid", "dirichlet", "natural")
 PROTOCOL_NAMES_HINT = "see `fedpriv protocols` for the list"
-DP_MODES = ("none",)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -183,13 +183,27 @@ class RunConfig:
     protocol: str = "plain"
     protocol_params: dict[str, Any] = field(default_factory=dict)
     dp: str = "none"
+    """``none``, ``sample`` (DP-SGD in each client) or ``user`` (DP-FedAvg)."""
+    epsilon: float | None = None
+    """Target ε of the whole run (DP on); the noise multiplier is solved from it."""
+    delta: float | None = None
+    """δ of the guarantee (default 1e-5)."""
+    dp_params: dict[str, Any] = field(default_factory=dict)
+    """The DP mechanism's other knobs (see :class:`fedpriv.dp.config.DPConfig`)."""
     ffa: bool | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and all(c.isalnum() or c in "-_+." for c in self.name),
                f"run name '{self.name}' must be non-empty and use only letters, digits, - _ + .")
-        _check(self.dp in DP_MODES,
-               f"runs.dp '{self.dp}' is not available; valid modes: {', '.join(DP_MODES)}")
+        try:
+            self.dp_config()
+        except ConfigError as err:
+            raise ConfigError(f"run '{self.name}': {err}") from None
+
+    def dp_config(self) -> DPConfig:
+        """Return the run's validated DP configuration."""
+        return make_dp_config(self.dp, epsilon=self.epsilon, delta=self.delta,
+                              params=self.dp_params)
 
 
 @dataclass(frozen=True)
@@ -369,4 +383,38 @@ def apply_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
                 raise ConfigError(f"unknown override '{key.replace('__', '.')}'")
             node = node[part]
         node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return from_mapping(AuditConfig, data)
+
+
+def override_runs(
+    config: AuditConfig, *, protocol: str | None = None, dp: str | None = None,
+    epsilon: float | None = None,
+) -> AuditConfig:
+    """Apply ``--protocol`` / ``--dp`` / ``--epsilon`` to the runs of ``config``.
+
+    ``protocol`` replaces the runs by a single run with that protocol (named after
+    it and the DP mode).  ``dp`` sets every run's DP mode (``none`` also drops
+    their DP settings); ``epsilon`` sets the target ε of every DP run (and drops a
+    noise multiplier given in the file, which it replaces).
+    """
+    if protocol is None and dp is None and epsilon is None:
+        return config
+    runs = [to_dict(r) for r in config.runs]
+    if protocol is not None:
+        mode = dp or "none"
+        runs = [{"name": protocol if mode == "none" else f"{protocol}-{mode}-dp",
+                 "protocol": protocol, "dp": mode}]
+    for run in runs:
+        if dp is not None:
+            if dp != run.get("dp"):
+                run["dp_params"] = {}
+                run["epsilon"] = None
+            run["dp"] = dp
+        if epsilon is not None and run.get("dp", "none") != "none":
+            run["epsilon"] = epsilon
+            run.get("dp_params", {}).pop("noise_multiplier", None)
+    if epsilon is not None and all(r.get("dp", "none") == "none" for r in runs):
+        raise ConfigError("--epsilon needs a DP run: add --dp sample or --dp user")
+    data = to_dict(config)
+    data["runs"] = runs
     return from_mapping(AuditConfig, data)

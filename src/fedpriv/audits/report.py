@@ -53,9 +53,18 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         "protocol": run.protocol,
         "status": outcome.status,
         "error": outcome.error,
-        "dp": {"mode": run.dp},
+        "dp": {"mode": run.dp} if outcome.dp is None else outcome.dp.to_report(),
         # No DP: ε is unbounded, written as null with accountant "none".
-        "privacy": {"epsilon": None, "delta": None, "accountant": "none"},
+        "privacy": (
+            {"epsilon": None, "delta": None, "accountant": "none"} if outcome.dp is None else {
+                "epsilon": outcome.dp.epsilon,
+                "delta": outcome.dp.config.delta,
+                "accountant": outcome.dp.config.accountant,
+                "unit": "example" if outcome.dp.mode == "sample" else "client",
+                "per_client_epsilon": list(outcome.dp.per_client_epsilon) or None,
+                "warnings": list(outcome.dp.warnings),
+            }
+        ),
         "utility": {},
         "leakage": {},
         "cost": {},
@@ -105,6 +114,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
             "wall_s": h.wall_s,
             "clipped_values": h.clipped_values,
             "aborted": h.aborted,
+            "dp_clip": h.dp_clip,
         }
         for h in hist
     ]

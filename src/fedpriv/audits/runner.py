@@ -36,6 +36,7 @@ from fedpriv.data import (
     make_canaries,
     partition_records,
 )
+from fedpriv.dp.config import DPPlan, plan_dp
 from fedpriv.errors import CheckpointError, ConfigError, FedprivError
 from fedpriv.models import (
     LoraSettings,
@@ -51,6 +52,7 @@ from fedpriv.train import FederatedTrainer, FederationSettings, TrainingResult
 from fedpriv.train.batching import TokenIds, encode_texts
 from fedpriv.train.checkpoint import load_checkpoint
 from fedpriv.train.local import LocalTrainingSettings
+from fedpriv.train.loop import participation_counts
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class RunOutcome:
     training: TrainingResult | None = None
     adapter_size: int = 0
     adapter_dir: str | None = None
+    dp: DPPlan | None = None
 
 
 def preflight(config: AuditConfig) -> None:
@@ -164,6 +167,31 @@ def federation_settings(config: AuditConfig) -> FederationSettings:
     )
 
 
+def plan_run_dp(config: AuditConfig, run: RunConfig, client_sizes: list[int]) -> DPPlan | None:
+    """Resolve ``run``'s DP against the clients' data sizes and the schedule (None: no DP).
+
+    Solving the noise multiplier here, before any model is loaded, makes an
+    unreachable ε fail at once.
+    """
+    dp = run.dp_config()
+    if not dp.enabled:
+        return None
+    from fedpriv.dp.sample import local_dp_steps, local_sample_rate
+
+    fed, local = config.federation, federation_settings(config).local
+    try:
+        return plan_dp(
+            dp, client_sizes=client_sizes,
+            rounds_per_client=participation_counts(config.seed, fed.rounds, fed.clients,
+                                                   fed.sampled_per_round),
+            rounds=fed.rounds, clients_per_round=fed.sampled_per_round,
+            local_steps=[local_dp_steps(local, n) for n in client_sizes],
+            local_sample_rates=[local_sample_rate(local.batch_size, n) for n in client_sizes],
+        )
+    except FedprivError as err:
+        raise ConfigError(f"run '{run.name}': {err}") from None
+
+
 def run_audit(
     config: AuditConfig,
     out_dir: str | Path,
@@ -188,6 +216,8 @@ def run_audit(
     started = time.perf_counter()
     device = pick_device(config.device)
     dataset = build_dataset(config)
+    client_sizes = [len(c.members) for c in dataset.clients]
+    plans = {run.name: plan_run_dp(config, run, client_sizes) for run in config.runs}
     model, tokenizer = load_base_model(config.model.name, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_len = config.model.max_length
@@ -199,7 +229,7 @@ def run_audit(
     for run in config.runs:
         lora = lora_settings(config, run)
         run_dir = out / "runs" / run.name
-        outcome = RunOutcome(run=run, lora=lora, status="failed")
+        outcome = RunOutcome(run=run, lora=lora, status="failed", dp=plans[run.name])
         peft_model = None
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
@@ -207,7 +237,7 @@ def run_audit(
                 peft_model, client_examples, eval_examples, build_protocol(run),
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
                 checkpoint_path=checkpoint_path(out, run),
-                fingerprint=run_fingerprint(config, run),
+                fingerprint=run_fingerprint(config, run), dp=plans[run.name],
             )
             outcome.training = trainer.run(
                 resume=resume,

@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from peft import PeftModel
 
+from fedpriv.dp.config import DPPlan
+from fedpriv.dp.user import UserDPRound, UserDPSettings, UserLevelDP
 from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
 from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
 from fedpriv.protocols import (
@@ -41,6 +44,9 @@ from fedpriv.protocols.driver import draw_dropouts
 from fedpriv.train.batching import TokenIds
 from fedpriv.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpriv.train.local import EvalResult, LocalTrainingSettings, evaluate, train_local
+
+if TYPE_CHECKING:  # fedpriv.dp.sample builds on fedpriv.train.local: imported where used
+    from fedpriv.dp.sample import PrivateModel
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,10 @@ class RoundRecord:
     bytes_down_per_client: float
     clipped_values: int = 0
     aborted: str | None = None
+    dp_clip: float | None = None
+    """User-level DP: the update clip bound clients used this round."""
+    dp_next_clip: float | None = None
+    """User-level DP: the bound for the next round (moves under adaptive clipping)."""
 
 
 @dataclass
@@ -112,10 +122,31 @@ class RoundOutcome:
     """Seconds spent in local training."""
     aborted: str | None = None
     """Why the protocol aborted the round (too few survivors), if it did."""
+    dp_round: UserDPRound | None = None
+    """What user-level DP's server step did (clip bounds), when it is on."""
 
 
 def _seed_int(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def sample_clients(
+    seed: int, round_index: int, num_clients: int, per_round: int
+) -> tuple[int, ...]:
+    """Clients taking part in ``round_index``: a deterministic sample without replacement."""
+    if per_round == num_clients:
+        return tuple(range(num_clients))
+    rng = np.random.default_rng([seed, round_index, 1])
+    return tuple(sorted(int(c) for c in rng.choice(num_clients, size=per_round, replace=False)))
+
+
+def participation_counts(seed: int, rounds: int, num_clients: int, per_round: int) -> list[int]:
+    """How many of ``rounds`` rounds each client is sampled for (:func:`sample_clients`)."""
+    counts = [0] * num_clients
+    for r in range(rounds):
+        for c in sample_clients(seed, r, num_clients, per_round):
+            counts[c] += 1
+    return counts
 
 
 class FederatedTrainer:
@@ -134,6 +165,7 @@ class FederatedTrainer:
         seed: int,
         checkpoint_path: Path | None = None,
         fingerprint: str = "",
+        dp: DPPlan | None = None,
     ) -> None:
         if not client_examples:
             raise ConfigError("the federation has no clients")
@@ -150,6 +182,20 @@ class FederatedTrainer:
         if largest == 0:
             raise ConfigError("no client has training examples")
         self.client_weights = [len(e) / largest for e in client_examples]
+        self.dp = dp
+        self.user_dp: UserLevelDP | None = None
+        if dp is not None and dp.mode == "user":
+            cfg = dp.config
+            self.user_dp = UserLevelDP(
+                UserDPSettings(noise_multiplier=dp.noise_multiplier, clip=dp.clip,
+                               adaptive_clip=cfg.adaptive_clip, target_quantile=cfg.target_quantile,
+                               clip_lr=cfg.clip_lr, count_stddev=cfg.count_stddev),
+                num_clients=len(client_examples), clients_per_round=settings.clients_per_round,
+                seed=None if cfg.secure_mode else seed,
+            )
+            # DP-FedAvg bounds each client's contribution by C: every client weighs 1.
+            self.client_weights = [1.0] * len(client_examples)
+        self._private: PrivateModel | None = None
         self.eval_examples = eval_examples
         self.protocol = protocol
         self.settings = settings
@@ -162,12 +208,16 @@ class FederatedTrainer:
 
     # ------------------------------------------------------------------ pieces
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
-        """Clients taking part in ``round_index``: a deterministic sample without replacement."""
-        n, k = len(self.client_examples), self.settings.clients_per_round
-        if k == n:
-            return tuple(range(n))
-        rng = np.random.default_rng([self.seed, round_index, 1])
-        return tuple(sorted(int(c) for c in rng.choice(n, size=k, replace=False)))
+        """Clients taking part in ``round_index``.
+
+        A deterministic sample of ``clients_per_round`` without replacement, or,
+        under user-level DP, Poisson sampling (which its accountant assumes).
+        """
+        if self.user_dp is not None:
+            rng = np.random.default_rng([self.seed, round_index, 1])
+            return self.user_dp.sample(rng)
+        return sample_clients(self.seed, round_index, len(self.client_examples),
+                              self.settings.clients_per_round)
 
     def batch_rng(self, round_index: int, client: int) -> np.random.Generator:
         """Return the generator that orders ``client``'s batches in ``round_index``."""
@@ -184,11 +234,24 @@ class FederatedTrainer:
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(_seed_int(self.seed, round_index, 2, client))
-            result = train_local(
-                self.model, self.params, self.client_examples[client], self.settings.local,
-                pad_id=self.pad_id, device=self.device, rng=rng,
-            )
+            if self._private is not None:
+                from fedpriv.dp.sample import train_local_dp
+
+                noise = torch.Generator(device=self.device)
+                noise.manual_seed(_seed_int(self.seed, round_index, 5, client))
+                result = train_local_dp(
+                    self._private, self.params, self.client_examples[client], self.settings.local,
+                    self._private.settings, pad_id=self.pad_id, device=self.device, rng=rng,
+                    noise_generator=noise,
+                )
+            else:
+                result = train_local(
+                    self.model, self.params, self.client_examples[client], self.settings.local,
+                    pad_id=self.pad_id, device=self.device, rng=rng,
+                )
         delta = get_adapter_vector(self.model) - global_vector
+        if self.user_dp is not None:
+            delta, _ = self.user_dp.client_vector(delta)
         return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
 
     def train_round(self, round_index: int, global_vector: np.ndarray) -> RoundOutcome:
@@ -207,8 +270,11 @@ class FederatedTrainer:
             inputs[client], loss = self.client_update(client, round_index, global_vector)
             losses.append(loss)
         train_s = time.perf_counter() - t0
+        if not participants:  # Poisson sampling under user-level DP chose nobody
+            return self._dp_step(round_index, global_vector, participants, None, losses, train_s)
+        extra = 0 if self.user_dp is None else self.user_dp.extra_coordinates
         ctx = RoundContext(round=round_index, participants=participants,
-                           vector_size=global_vector.size)
+                           vector_size=global_vector.size + extra)
         dropouts = draw_dropouts(
             participants, self.settings.dropout, self.protocol.num_phases,
             np.random.default_rng([self.seed, round_index, 4]),
@@ -221,8 +287,25 @@ class FederatedTrainer:
             logger.warning("round %d aborted after %d dropouts: %s", round_index,
                            len(dropouts), err)
             return RoundOutcome(global_vector, participants, None, losses, train_s, str(err))
+        if self.user_dp is not None:
+            return self._dp_step(round_index, global_vector, participants, result, losses, train_s)
         step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
         return RoundOutcome(global_vector + step, participants, result, losses, train_s)
+
+    def _dp_step(
+        self, round_index: int, global_vector: np.ndarray, participants: tuple[int, ...],
+        result: AggregationResult | None, losses: list[float], train_s: float,
+    ) -> RoundOutcome:
+        """Apply user-level DP's noised, fixed-denominator mean of the round's clipped updates."""
+        if self.user_dp is None:  # pragma: no cover - only called with user-level DP on
+            raise ConfigError("user-level DP step without user-level DP")
+        summed = None
+        if result is not None:  # every weight is 1: the sum is the mean times the survivors
+            summed = result.aggregate.astype(np.float64) * result.total_weight
+        mean, dp_round = self.user_dp.server_step(summed, global_vector.size, round_index)
+        step = (self.settings.server_lr * mean).astype(global_vector.dtype)
+        return RoundOutcome(global_vector + step, participants, result, losses, train_s,
+                            dp_round=dp_round)
 
     def evaluate(self, vector: np.ndarray) -> EvalResult:
         """Held-out loss and perplexity of the model with adapter ``vector``."""
@@ -253,8 +336,31 @@ class FederatedTrainer:
     ) -> TrainingResult:
         """Train for the configured rounds (continuing a checkpoint when ``resume``).
 
-        ``on_start`` gets the round training starts at (> 0 when resumed).
+        ``on_start`` gets the round training starts at (> 0 when resumed).  Under
+        sample-level DP the model is wrapped for per-sample gradients for the
+        run and unwrapped afterwards, whatever happens.
         """
+        if self.dp is None or self.dp.mode != "sample":
+            return self._run(resume, on_start, on_round_end)
+        from fedpriv.dp.sample import PrivateModel, SampleDPSettings
+
+        cfg = self.dp.config
+        self._private = PrivateModel(self.model, SampleDPSettings(
+            noise_multiplier=self.dp.noise_multiplier, max_grad_norm=self.dp.clip,
+            clipping=cfg.clipping, secure_mode=cfg.secure_mode,
+        ))
+        try:
+            return self._run(resume, on_start, on_round_end)
+        finally:
+            self._private.close()
+            self._private = None
+
+    def _run(
+        self,
+        resume: bool,
+        on_start: Callable[[int], None] | None,
+        on_round_end: Callable[[RoundRecord], None] | None,
+    ) -> TrainingResult:
         start = time.perf_counter()
         ckpt = self._resume_state(resume)
         initial = get_adapter_vector(self.model)
@@ -266,6 +372,9 @@ class FederatedTrainer:
                 )
             global_vector = ckpt.global_vector
             history = [RoundRecord(**h) for h in ckpt.history]
+            clips = [h.dp_next_clip for h in history if h.dp_next_clip is not None]
+            if self.user_dp is not None and clips:
+                self.user_dp.restore(clips[-1])
             base_eval = EvalResult(
                 loss=float(ckpt.base_eval["loss"]),
                 perplexity=float(ckpt.base_eval["perplexity"]),
@@ -298,7 +407,7 @@ class FederatedTrainer:
                 round=r,
                 participants=list(outcome.participants),
                 survivors=[] if result is None else list(result.survivors),
-                train_loss=float(np.mean(outcome.losses)),
+                train_loss=float(np.mean(outcome.losses)) if outcome.losses else float("nan"),
                 update_norm=0.0 if result is None else float(np.linalg.norm(result.aggregate)),
                 eval_loss=None if last_eval is None else last_eval.loss,
                 perplexity=None if last_eval is None else last_eval.perplexity,
@@ -312,6 +421,8 @@ class FederatedTrainer:
                 clipped_values=0 if result is None else int(sum(
                     s.get("clipped_values", 0) for s in result.client_stats.values())),
                 aborted=outcome.aborted,
+                dp_clip=None if outcome.dp_round is None else outcome.dp_round.clip,
+                dp_next_clip=None if outcome.dp_round is None else outcome.dp_round.next_clip,
             )
             history.append(record)
             if self.checkpoint_path is not None:

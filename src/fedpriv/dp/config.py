@@ -1,0 +1,261 @@
+"""What a run's DP is, and the concrete plan it resolves to before training.
+
+:class:`DPConfig` is the frozen, validated DP part of a run (from TOML
+``[[runs]]`` keys ``dp``, ``epsilon``, ``delta`` and ``dp_params``, or from
+``--dp`` / ``--epsilon``).  :func:`plan_dp` turns it into a :class:`DPPlan` once
+the clients' data sizes and the client schedule are known: the sampling rates,
+the number of steps each unit of privacy is exposed to, the noise multiplier
+(given, or solved from the target ε with the chosen accountant) and the ε the run
+will have spent — so a run that cannot reach its target fails before training.
+
+The unit of privacy is one training example for ``sample`` (DP-SGD inside each
+client; the reported ε is the worst client's) and one client's whole dataset for
+``user`` (DP-FedAvg).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedpriv.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DP_MODES = ("none", "sample", "user")
+ACCOUNTANTS = ("rdp", "prv")
+"""Accountants of :mod:`fedpriv.dp.accounting` (imported lazily: it loads Opacus)."""
+CLIPPING_MODES = ("per_sample", "ghost")
+DEFAULT_DELTA = 1e-5
+DEFAULT_SAMPLE_CLIP = 1.0
+"""Per-example gradient clip bound of DP-SGD."""
+DEFAULT_USER_CLIP = 1.0
+"""L2 bound on a client's update under DP-FedAvg.  The built-in model's default local
+training (8 AdamW steps, lr 3e-3, LoRA r8 on q/k/v/o) gives update norms of about 2.5, so
+the default clips every update: signal and noise then both scale with C."""
+
+_SAMPLE_ONLY = ("clipping", "secure_mode")
+_USER_ONLY = ("adaptive_clip", "target_quantile", "clip_lr", "count_stddev")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """A run's differential privacy: the mode, the target, and the mechanism's knobs."""
+
+    mode: str = "none"
+    epsilon: float | None = None
+    """Target ε for the whole run; the noise multiplier is solved from it."""
+    delta: float = DEFAULT_DELTA
+    noise_multiplier: float | None = None
+    """Give σ directly instead of ``epsilon`` (the report still gives the spent ε)."""
+    clip: float | None = None
+    """Per-example gradient bound (sample) or per-client update bound (user)."""
+    accountant: str = "rdp"
+    clipping: str = "per_sample"
+    """sample: Opacus per-sample gradients (``per_sample``) or ghost clipping (``ghost``)."""
+    secure_mode: bool = False
+    """sample: Opacus' secure_mode noise (slower); user: noise keys from the OS, not the seed."""
+    adaptive_clip: bool = False
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    count_stddev: float | None = None
+    set_keys: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """Names of the parameters given explicitly (for mode/parameter consistency checks)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in DP_MODES:
+            raise ConfigError(f"dp mode '{self.mode}' is not available; valid modes: "
+                              f"{', '.join(DP_MODES)}")
+        if self.mode == "none":
+            given = [k for k in self.set_keys if k not in ("delta", "accountant")]
+            if given:
+                raise ConfigError(f"{', '.join(given)} given but dp is 'none'; set dp to "
+                                  f"'sample' or 'user', or remove them")
+            return
+        if not (math.isfinite(self.delta) and 0 < self.delta < 1):
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}; 1e-5 is usual, and it "
+                              "should be well below 1 / (number of records or clients)")
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(f"unknown accountant '{self.accountant}'; valid: "
+                              f"{', '.join(ACCOUNTANTS)}")
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise ConfigError(f"dp '{self.mode}' needs exactly one of epsilon (e.g. 8) and "
+                              "noise_multiplier; give --epsilon or dp_params.noise_multiplier")
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+        if self.noise_multiplier is not None and not (
+            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0
+        ):
+            raise ConfigError(
+                f"dp '{self.mode}' is on but noise_multiplier is {self.noise_multiplier}; with "
+                "no noise there is no privacy. Give a noise_multiplier > 0 or an epsilon")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigError(f"dp clip must be a finite number > 0, got {self.clip}")
+        wrong = _USER_ONLY if self.mode == "sample" else _SAMPLE_ONLY
+        misplaced = [k for k in self.set_keys if k in wrong]
+        if misplaced:
+            raise ConfigError(f"{', '.join(misplaced)} do(es) not apply to dp '{self.mode}'; "
+                              "remove it from dp_params")
+        if self.clipping not in CLIPPING_MODES:
+            raise ConfigError(f"dp clipping must be one of {', '.join(CLIPPING_MODES)}, got "
+                              f"'{self.clipping}'")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the run is differentially private."""
+        return self.mode != "none"
+
+    @property
+    def effective_clip(self) -> float:
+        """The clip bound, with the mode's default when none was given."""
+        if self.clip is not None:
+            return self.clip
+        return DEFAULT_SAMPLE_CLIP if self.mode == "sample" else DEFAULT_USER_CLIP
+
+
+def make_dp_config(
+    mode: str, *, epsilon: float | None = None, delta: float | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> DPConfig:
+    """Build a :class:`DPConfig` from a run's ``dp``, ``epsilon``, ``delta`` and ``dp_params``.
+
+    Unknown ``params`` keys are rejected with the list of valid ones.
+    """
+    params = dict(params or {})
+    names = {f.name for f in dataclasses.fields(DPConfig)} - {"mode", "epsilon", "delta",
+                                                                "set_keys"}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"unknown dp_params key '{unknown[0]}'; valid keys: "
+                          f"{', '.join(sorted(names))}")
+    kwargs: dict[str, Any] = dict(params)
+    set_keys = list(params)
+    if epsilon is not None:
+        kwargs["epsilon"] = float(epsilon)
+        set_keys.append("epsilon")
+    if delta is not None:
+        kwargs["delta"] = float(delta)
+        set_keys.append("delta")
+    return DPConfig(mode=mode, set_keys=tuple(set_keys), **kwargs)
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """A DP configuration resolved against the data and schedule of one run."""
+
+    config: DPConfig
+    noise_multiplier: float
+    clip: float
+    epsilon: float
+    """ε the whole run spends (the worst client's, for sample-level DP)."""
+    sample_rate: float
+    """Poisson rate: of examples per local step (sample; the worst client's) or of clients per
+    round (user)."""
+    steps: int
+    """Noised steps the worst-off unit takes part in: local steps over all its rounds (sample)
+    or rounds (user)."""
+    per_client_epsilon: tuple[float, ...] = ()
+    """sample: ε of each client's examples."""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str:
+        """The DP mode."""
+        return self.config.mode
+
+    def to_report(self) -> dict[str, Any]:
+        """Return the report's ``dp`` block (the mechanism's parameters)."""
+        cfg = self.config
+        out: dict[str, Any] = {
+            "mode": cfg.mode,
+            "noise_multiplier": self.noise_multiplier,
+            "clip": self.clip,
+            "target_epsilon": cfg.epsilon,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+            "unit": "example" if cfg.mode == "sample" else "client",
+        }
+        if cfg.mode == "sample":
+            out["clipping"] = cfg.clipping
+        else:
+            out["adaptive_clip"] = cfg.adaptive_clip
+            out["noise"] = "central (added by the server to the aggregate)"
+        return out
+
+
+def _solve_and_spend(
+    config: DPConfig, stretches: Sequence[tuple[float, int]],
+) -> tuple[float, list[float]]:
+    """σ (given or the smallest meeting the target for every unit) and each unit's ε."""
+    from fedpriv.dp.accounting import GaussianSteps, epsilon_of, solve_noise_multiplier
+
+    delta, accountant = config.delta, config.accountant
+    if config.noise_multiplier is not None:
+        sigma = config.noise_multiplier
+    else:
+        target = float(config.epsilon or 0.0)  # DPConfig guarantees one of the two is set
+        sigma = max(
+            solve_noise_multiplier(target, q, steps, delta, accountant)
+            for q, steps in stretches if steps > 0
+        )
+    spent = [
+        epsilon_of([GaussianSteps(sigma, q, steps)], delta, accountant) if steps > 0 else 0.0
+        for q, steps in stretches
+    ]
+    return sigma, spent
+
+
+def plan_dp(
+    config: DPConfig,
+    *,
+    client_sizes: Sequence[int],
+    rounds_per_client: Sequence[int],
+    rounds: int,
+    clients_per_round: int,
+    local_steps: Sequence[int],
+    local_sample_rates: Sequence[float],
+) -> DPPlan | None:
+    """Resolve ``config`` for a run; ``None`` when DP is off.
+
+    ``rounds_per_client[i]`` is how many rounds client ``i`` trains in,
+    ``local_steps[i]`` / ``local_sample_rates[i]`` its DP-SGD steps per round and
+    Poisson rate (sample-level DP only).
+    """
+    if not config.enabled:
+        return None
+    from fedpriv.dp.accounting import delta_warning
+
+    warnings: list[str] = []
+    if config.mode == "sample":
+        stretches = [
+            (q, steps * r)
+            for q, steps, r in zip(local_sample_rates, local_steps, rounds_per_client, strict=True)
+        ]
+        if all(steps == 0 for _, steps in stretches):
+            raise ConfigError("no client takes a DP-SGD step; raise federation.rounds")
+        sigma, spent = _solve_and_spend(config, stretches)
+        worst = max(range(len(spent)), key=lambda i: spent[i])
+        smallest = min(client_sizes)
+        message = delta_warning(config.delta, smallest, "training record")
+        if message:
+            warnings.append(message)
+        plan = DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
+                      epsilon=spent[worst], sample_rate=stretches[worst][0],
+                      steps=stretches[worst][1], per_client_epsilon=tuple(spent),
+                      warnings=tuple(warnings))
+    else:
+        num_clients = len(client_sizes)
+        q = clients_per_round / num_clients
+        sigma, spent = _solve_and_spend(config, [(q, rounds)])
+        message = delta_warning(config.delta, num_clients, "client")
+        if message:
+            warnings.append(message)
+        plan = DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
+                      epsilon=spent[0], sample_rate=q, steps=rounds, warnings=tuple(warnings))
+    for message in plan.warnings:
+        logger.warning(message)
+    return plan

@@ -1,0 +1,212 @@
+"""User-level DP-FedAvg (McMahan et al. 2018), with optional adaptive clipping (Andrew et al. 2021).
+
+The unit of privacy is a client: its whole dataset may change.  Each round
+
+1. clients are Poisson-sampled with rate ``q`` (every client, when all take part);
+2. each sampled client clips its update to L2 norm ``C`` (:func:`clip_update`);
+3. the protocol sums the clipped updates (in the clear or securely), every
+   client with weight 1 — FedAvg weights by dataset size would give a large
+   client more sensitivity than ``C``;
+4. the server adds ``N(0, (σC)²)`` to the sum and divides by the *expected*
+   number of clients ``qN`` (the fixed-denominator estimator of McMahan et al.,
+   whose sensitivity is ``C / qN`` whoever was sampled or dropped).
+
+So the noise is central: it protects against everyone who sees the released
+model, not against the server, which sees the sum before noise (distributed DP
+removes that trust).  Accounting composes ``rounds`` subsampled Gaussian
+mechanisms of noise multiplier ``σ`` and rate ``q`` (:mod:`fedpriv.dp.accounting`).
+
+Adaptive clipping (Andrew et al. 2021, "Differentially private learning with
+adaptive clipping") tracks a quantile ``γ`` of the update norms: each client
+also reports the bit ``b_i = [‖Δ_i‖ ≤ C]``, the server adds ``N(0, σ_b²)`` to
+their sum and moves ``C ← C·exp(−η(b̄ − γ))``.  To keep the total privacy at
+noise multiplier ``σ``, the update noise uses ``σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2)``
+(their Theorem 1), which needs ``σ < 2σ_b``.  The bit travels as one extra
+coordinate of the update, so it goes through secure aggregation like the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedpriv.dp.noise import gaussian, noise_seed
+from fedpriv.errors import ConfigError
+
+DEFAULT_TARGET_QUANTILE = 0.5
+DEFAULT_CLIP_LR = 0.2
+COUNT_STDDEV_FRACTION = 1 / 20
+"""Andrew et al.'s default: σ_b = expected clients per round / 20."""
+
+
+def _positive(value: float, what: str, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(f"{what} must be a finite number > 0, got {value!r}; {hint}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class UserDPSettings:
+    """Parameters of user-level DP-FedAvg (noise multiplier solved or given; clip bound)."""
+
+    noise_multiplier: float
+    """σ: the noise std on the sum is σ·C."""
+    clip: float
+    """C: L2 bound on each client's update (the initial bound under adaptive clipping)."""
+    adaptive_clip: bool = False
+    target_quantile: float = DEFAULT_TARGET_QUANTILE
+    """γ: the share of updates adaptive clipping aims to leave unclipped."""
+    clip_lr: float = DEFAULT_CLIP_LR
+    """η: step size of the geometric clip update."""
+    count_stddev: float | None = None
+    """σ_b: noise on the count of unclipped updates (default: expected clients / 20)."""
+
+    def __post_init__(self) -> None:
+        if self.noise_multiplier == 0:
+            raise ConfigError("user-level DP is on but the noise multiplier is 0, which gives no "
+                              "privacy; set noise_multiplier > 0, give an epsilon, or use "
+                              "dp='none'")
+        _positive(self.noise_multiplier, "user-level DP noise_multiplier",
+                  "e.g. 1.0, or give epsilon to solve it")
+        _positive(self.clip, "user-level DP clip", "e.g. 0.5, an L2 bound on a client's update")
+        if not 0 < self.target_quantile < 1:
+            raise ConfigError(f"user-level DP target_quantile must be in (0, 1), got "
+                              f"{self.target_quantile}; 0.5 tracks the median update norm")
+        _positive(self.clip_lr, "user-level DP clip_lr", "e.g. 0.2")
+        if self.count_stddev is not None:
+            _positive(self.count_stddev, "user-level DP count_stddev",
+                      "or leave it out for expected clients / 20")
+
+
+def clip_update(update: np.ndarray, clip: float) -> tuple[np.ndarray, float]:
+    """Return (``update`` scaled to L2 norm ≤ ``clip``, its norm before clipping)."""
+    norm = float(np.linalg.norm(update.astype(np.float64, copy=False)))
+    if norm <= clip:
+        return update, norm
+    return (update * (clip / norm)).astype(update.dtype, copy=False), norm
+
+
+def update_noise_multiplier(noise_multiplier: float, count_stddev: float) -> float:
+    """σ_Δ such that the update and the clipped-count queries together cost noise multiplier σ.
+
+    Andrew et al. 2021, Theorem 1: ``σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2)``; needs ``σ < 2σ_b``.
+    """
+    limit = 2 * count_stddev
+    if noise_multiplier >= limit:
+        raise ConfigError(
+            f"adaptive clipping cannot reach noise multiplier {noise_multiplier:.3g} with "
+            f"count noise σ_b={count_stddev:.3g}: it needs σ < 2σ_b = {limit:.3g}. Sample more "
+            "clients per round (σ_b grows with them), raise count_stddev, ask for a larger "
+            "epsilon, or turn adaptive_clip off"
+        )
+    return float((noise_multiplier**-2 - limit**-2) ** -0.5)
+
+
+def next_clip(
+    clip: float, unclipped_fraction: float, target_quantile: float, clip_lr: float
+) -> float:
+    """Geometric update of the clip bound: ``C·exp(−η(b̄ − γ))`` (Andrew et al. 2021, eq. 3)."""
+    return float(clip * math.exp(-clip_lr * (unclipped_fraction - target_quantile)))
+
+
+@dataclass(frozen=True)
+class UserDPRound:
+    """What the server's DP step did in one round (for the report's history)."""
+
+    clip: float
+    """The clip bound clients used this round."""
+    next_clip: float
+    """The bound for the next round (equal to ``clip`` without adaptive clipping)."""
+    noisy_unclipped_fraction: float | None
+    """b̄ with its noise (adaptive clipping only)."""
+
+
+class UserLevelDP:
+    """Both sides of DP-FedAvg for one run: client clipping, and the server's noise and step.
+
+    Holds the current clip bound (it changes only under adaptive clipping); the
+    loop checkpoints it through :attr:`clip` and restores it with :meth:`restore`.
+    """
+
+    def __init__(
+        self, settings: UserDPSettings, *, num_clients: int, clients_per_round: int,
+        seed: int | None,
+    ) -> None:
+        if not 1 <= clients_per_round <= num_clients:
+            raise ConfigError(f"clients_per_round must be in [1, {num_clients}], got "
+                              f"{clients_per_round}")
+        self.settings = settings
+        self.num_clients = num_clients
+        self.sample_rate = clients_per_round / num_clients
+        self.expected_clients = float(clients_per_round)
+        self.seed = seed
+        self.clip = settings.clip
+        self.count_stddev = (
+            settings.count_stddev if settings.count_stddev is not None
+            else COUNT_STDDEV_FRACTION * self.expected_clients
+        )
+        self.update_noise = (
+            update_noise_multiplier(settings.noise_multiplier, self.count_stddev)
+            if settings.adaptive_clip else settings.noise_multiplier
+        )
+
+    @property
+    def extra_coordinates(self) -> int:
+        """Coordinates a client appends to its update (the clipped bit under adaptive clipping)."""
+        return 1 if self.settings.adaptive_clip else 0
+
+    def restore(self, clip: float) -> None:
+        """Continue from a checkpoint whose last round left the bound at ``clip``."""
+        self.clip = _positive(clip, "checkpointed user-DP clip", "the checkpoint is corrupt")
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """Poisson-sample the round's clients (each with probability q); all of them when q = 1.
+
+        The accountant's subsampling amplification assumes exactly this sampling.
+        """
+        if self.sample_rate >= 1:
+            return tuple(range(self.num_clients))
+        chosen = np.flatnonzero(rng.random(self.num_clients) < self.sample_rate)
+        return tuple(int(c) for c in chosen)
+
+    def client_vector(self, update: np.ndarray) -> tuple[np.ndarray, float]:
+        """Return (what the client hands to the protocol, its update norm before clipping)."""
+        clipped, norm = clip_update(update, self.clip)
+        if not self.settings.adaptive_clip:
+            return clipped, norm
+        bit = np.array([1.0 if norm <= self.clip else 0.0], dtype=clipped.dtype)
+        return np.concatenate([clipped, bit]), norm
+
+    def server_step(
+        self, summed: np.ndarray | None, vector_size: int, round_index: int,
+    ) -> tuple[np.ndarray, UserDPRound]:
+        """Turn the sum of the clients' vectors into the noised mean update.
+
+        ``summed`` is Σ of what :meth:`client_vector` returned over the clients
+        whose input reached the aggregate (``None`` when no client took part: the
+        server still releases pure noise, as the accountant assumes).
+        ``vector_size`` is the adapter's length, without the extra coordinates.
+        """
+        extra = self.extra_coordinates
+        if summed is None:
+            summed = np.zeros(vector_size + extra)
+        if summed.shape != (vector_size + extra,):
+            raise ConfigError(f"the aggregate has {summed.shape[0]} values, expected "
+                              f"{vector_size + extra}")
+        key = noise_seed(self.seed, round_index)
+        noise = gaussian(key, vector_size + extra, 1.0)
+        total = summed[:vector_size].astype(np.float64) + noise[:vector_size] * (
+            self.update_noise * self.clip)
+        mean = total / self.expected_clients
+        used = self.clip
+        fraction: float | None = None
+        if self.settings.adaptive_clip:
+            count = float(summed[vector_size]) + float(noise[vector_size]) * self.count_stddev
+            fraction = count / self.expected_clients
+            self.clip = next_clip(self.clip, fraction, self.settings.target_quantile,
+                                  self.settings.clip_lr)
+        return mean, UserDPRound(clip=used, next_clip=self.clip, noisy_unclipped_fraction=fraction)

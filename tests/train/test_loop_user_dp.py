@@ -1,0 +1,110 @@
+"""User-level DP-FedAvg in the federated loop: what the server sees and what it releases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedpriv.audits.config import AuditConfig, from_mapping
+from fedpriv.audits.runner import run_audit
+from fedpriv.dp.config import make_dp_config, plan_dp
+from fedpriv.dp.noise import gaussian, noise_seed
+from fedpriv.lora import LoraSettings
+from fedpriv.models import BUILTIN_MODEL, attach_lora, get_adapter_vector, load_base_model
+from fedpriv.protocols import create
+from fedpriv.train import FederatedTrainer, FederationSettings
+from fedpriv.train.batching import encode_texts
+from fedpriv.train.checkpoint import load_checkpoint
+from fedpriv.train.local import LocalTrainingSettings
+from helpers import tiny_config_dict
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():  # type: ignore[no-untyped-def]
+    from fedpriv.data import generate_client_records
+
+    model, tok = load_base_model(BUILTIN_MODEL, device=CPU)
+    records = generate_client_records(6, 8, seed=0)
+    examples = [encode_texts(tok, [r.text for r in client], 32) for client in records]
+    return model, tok, examples
+
+
+def _trainer(setup, *, per_round: int, noise: float, clip: float, protocol: str = "plain",
+             adaptive: bool = False):  # type: ignore[no-untyped-def]
+    model, tok, examples = setup
+    params: dict[str, object] = {"noise_multiplier": noise, "clip": clip}
+    if adaptive:
+        params.update(adaptive_clip=True, count_stddev=10.0)
+    dp = plan_dp(make_dp_config("user", params=params), client_sizes=[len(e) for e in examples],
+                 rounds_per_client=[1] * len(examples), rounds=1, clients_per_round=per_round,
+                 local_steps=[1] * len(examples), local_sample_rates=[1.0] * len(examples))
+    peft = attach_lora(model, LoraSettings(rank=2, alpha=4.0, target_modules=("q_proj",)), seed=0)
+    settings = FederationSettings(rounds=2, clients_per_round=per_round,
+                                  local=LocalTrainingSettings(batch_size=4, lr=1e-2, steps=2))
+    return FederatedTrainer(peft, examples, examples[0], create(protocol), settings,
+                            pad_id=tok.pad_token_id or 0, device=CPU, seed=3, dp=dp)
+
+
+def test_server_sees_clipped_unit_weight_updates_and_releases_noised_fixed_mean(tiny_setup):
+    trainer = _trainer(tiny_setup, per_round=6, noise=0.5, clip=0.01)
+    try:
+        g = get_adapter_vector(trainer.model)
+        out = trainer.train_round(0, g)
+        view = out.result.view  # plain: the server sees every (clipped) update
+        updates = np.stack([view.individual_updates[c] for c in out.participants])
+        assert np.all(np.linalg.norm(updates, axis=1) <= 0.01 * (1 + 1e-5))
+        assert set(view.individual_weights.values()) == {1.0}
+        # released step = (Σ clipped + N(0, (σC)²)) / (qN), the noise keyed by (seed, round)
+        noise = gaussian(noise_seed(3, 0), g.size, 0.5 * 0.01)
+        expected = (updates.sum(axis=0, dtype=np.float64) + noise) / 6
+        np.testing.assert_allclose(out.global_vector - g, expected, rtol=1e-4, atol=1e-7)
+        assert out.dp_round is not None and out.dp_round.clip == 0.01
+    finally:
+        trainer.model.unload()
+
+
+def test_poisson_sampling_and_secure_aggregation(tiny_setup):
+    trainer = _trainer(tiny_setup, per_round=3, noise=1e-6, clip=0.01, protocol="secagg+")
+    try:
+        g = get_adapter_vector(trainer.model)
+        sizes = {len(trainer.sample_clients(r)) for r in range(30)}
+        assert len(sizes) > 2  # Poisson: the number of clients varies around qN = 3
+        r = next(r for r in range(30) if len(trainer.sample_clients(r)) >= 2)
+        out = trainer.train_round(r, g)
+        assert out.result.view.individual_updates is None
+        # nearly no noise: the step is Σ clipped / qN, whose norm is at most |S|·C/3
+        step = np.linalg.norm(out.global_vector - g)
+        assert 0 < step <= len(out.participants) * 0.01 / 3 * 1.001
+        empty = next((r for r in range(200) if not trainer.sample_clients(r)), None)
+        if empty is not None:  # nobody sampled: the server still releases its noise
+            assert trainer.train_round(empty, g).result is None
+    finally:
+        trainer.model.unload()
+
+
+def test_adaptive_clip_survives_resume(tmp_path: Path):
+    d = tiny_config_dict(rounds=4, clients=4)
+    d["runs"] = [{"name": "udp", "dp": "user", "dp_params": {
+        "noise_multiplier": 0.5, "clip": 1e-3, "adaptive_clip": True, "count_stddev": 0.5}}]
+    cfg = from_mapping(AuditConfig, d)
+    full = run_audit(cfg, tmp_path / "full")
+    clips = [h["dp_clip"] for h in full["runs"][0]["history"]]
+    assert clips[0] == 1e-3 and clips[-1] > clips[0]  # every update is clipped: C grows
+    assert full["runs"][0]["privacy"]["accountant"] == "rdp"
+    assert full["runs"][0]["dp"]["adaptive_clip"] is True
+
+    from test_loop import Killed, KillAfter
+
+    with pytest.raises(Killed):
+        run_audit(cfg, tmp_path / "cut", progress=KillAfter(2))
+    resumed = run_audit(cfg, tmp_path / "cut", resume=True)
+    assert [h["dp_clip"] for h in resumed["runs"][0]["history"]] == clips
+    a = load_checkpoint(tmp_path / "full" / "runs" / "udp" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "cut" / "runs" / "udp" / "checkpoint.pt")
+    assert a is not None and b is not None
+    np.testing.assert_array_equal(a.global_vector, b.global_vector)
