@@ -38,9 +38,10 @@ def test_plain_is_registered() -> None:
 
 def test_unknown_name_lists_available_protocols() -> None:
     with pytest.raises(ProtocolError,
-                       match=r"unknown aggregation protocol 'ckks'.*: plain, secagg, secagg\+"):
-        create("ckks")
-    with pytest.raises(ProtocolError, match=r"available protocols: plain, secagg, secagg\+"):
+                       match=r"unknown aggregation protocol 'paillier'.*: ckks, plain, secagg, "
+                             r"secagg\+"):
+        create("paillier")
+    with pytest.raises(ProtocolError, match=r"available protocols: ckks, plain, secagg, secagg\+"):
         describe("nope")
 
 
@@ -76,7 +77,7 @@ class ThresholdProtocol(AggregationProtocol):
 def test_register_builds_the_config_from_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register("threshold-test", ThresholdProtocol)
-    assert available() == ("plain", "secagg", "secagg+", "threshold-test")
+    assert available() == ("ckks", "plain", "secagg", "secagg+", "threshold-test")
     proto = create("threshold-test", threshold=3)
     assert isinstance(proto, ThresholdProtocol) and proto.config == ThresholdConfig(3, 2)
     assert describe("threshold-test").parameters == ("threshold", "chunk")

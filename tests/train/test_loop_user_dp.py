@@ -98,7 +98,7 @@ def test_adaptive_clip_survives_resume(tmp_path: Path):
     assert full["runs"][0]["privacy"]["accountant"] == "rdp"
     assert full["runs"][0]["dp"]["adaptive_clip"] is True
 
-    from test_loop import Killed, KillAfter
+    from test_loop import KillAfter, Killed
 
     with pytest.raises(Killed):
         run_audit(cfg, tmp_path / "cut", progress=KillAfter(2))

@@ -1,4 +1,4 @@
-"""Transport-free aggregation protocols: ``plain``, ``secagg``, ``secagg+``; ``ckks`` to come.
+"""Transport-free aggregation protocols: ``plain``, ``secagg``, ``secagg+`` and ``ckks``.
 
 A protocol is a pair of state machines (client and server sessions) exchanging
 typed messages over a few phases; :func:`run_round` drives one round in-process,
@@ -35,6 +35,7 @@ from fedpriv.protocols.base import (
     ServerSession,
     ServerView,
 )
+from fedpriv.protocols.ckks import CKKSConfig, CKKSProtocol
 from fedpriv.protocols.driver import run_round
 from fedpriv.protocols.plain import PlainConfig, PlainProtocol
 from fedpriv.protocols.registry import ProtocolInfo, available, create, describe, register
@@ -49,11 +50,14 @@ from fedpriv.protocols.secagg import (
 register("plain", PlainProtocol)
 register("secagg", SecAggProtocol)
 register("secagg+", SecAggPlusProtocol)
+register("ckks", CKKSProtocol)
 
 __all__ = [
     "SERVER_ID",
     "AggregationProtocol",
     "AggregationResult",
+    "CKKSConfig",
+    "CKKSProtocol",
     "ClientId",
     "ClientInput",
     "ClientSession",

@@ -1,0 +1,357 @@
+"""Benchmark: CKKS aggregation cost and error beside the plaintext sum and SecAgg+, same vectors.
+
+For every setting (n clients × L float32 coordinates drawn from N(0, 10⁻³) with a
+fixed seed, unit weights, no dropouts) this runs, alternately in one process (the
+machine is shared and noisy, so only numbers measured side by side mean anything)
+and on the same vectors:
+
+* **ckks** ``run_round(create("ckks"), …)`` with its default parameters (N = 4096,
+  56 + 24-bit ciphertext primes, scale 2⁶⁸, flooding 2²⁰ × the error bound; the
+  key set is generated once per setting, outside the timing, as a federation
+  does once):
+
+  - ``encrypt_s``: mean over clients of the phase-0 seconds (clip, weight, encrypt
+    and serialize every ciphertext; ``client_stats[c]["encrypt_s"]``);
+  - ``aggregate_s``: the server's seconds (``cost.server_seconds``: check and
+    deserialize every ciphertext, add them, serialize the sum);
+  - ``decrypt_s``: the key holder's release seconds (deserialize, decrypt, range
+    check, flood, round);
+  - ``round_s``: wall time of the whole ``run_round``;
+  - ``bytes_up_per_client``: the ``EncryptedUpdate`` of a client that is not the
+    key holder (its true serialized length + 16-byte header), and
+    ``expansion_vs_float32`` = that / 4L; the key holder also uploads the
+    released sum (``key_holder_bytes_up``) and downloads the summed ciphertexts
+    (``key_holder_bytes_down``);
+  - ``max_rel_error`` = max |aggregate − exact mean| / max |exact mean| (exact:
+    float64 mean of the float32 inputs), and ``max_abs_error``;
+* **secagg+** ``run_round(create("secagg+"), …)`` with its defaults: ``round_s``,
+  bytes and error likewise;
+* **plain**: ``run_round(create("plain"), …)`` (``round_s``) and the numpy sum of
+  the n vectors (``plain_sum_s``, an in-place ``acc += v`` loop).
+
+Per L it also encrypts one client's vector with TenSEAL's usual tutorial
+parameters (N = 8192, coefficient moduli [60, 40, 40, 60], scale 2⁴⁰, public-key
+encryption) and records its bytes (``kind = "reference"``), so that the
+expansion of the defaults is compared with theirs in the same run.  Client peak
+memory: a fresh subprocess encrypts one client's update of the largest L and
+reports its peak RSS growth beside the size of the upload it must hold (with
+glibc's default allocator, and with ``MALLOC_MMAP_THRESHOLD_=65536``, under which
+freed transient buffers go back to the OS and only the live working set shows).
+
+Targets: expansion ≤ 12× float32 with max_rel_error ≤ 1e-5 at the default
+precision; a whole ckks round at n = 10, L = 10⁶ in ≤ 10 s.  Results go to
+``benchmarks/results/ckks.json`` (rows carry ``kind`` and ``protocol`` so that
+other row kinds can join them).
+
+    python benchmarks/ckks.py            # n ∈ {10, 50}, L ∈ {1e5, 1e6}; ~3 min here
+    python benchmarks/ckks.py --quick    # n = 3, L = 3000, for CI (a few seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "ckks.json"
+QUICK_RESULTS = Path(__file__).parent / "results" / "ckks.quick.json"  # not committed
+
+UPDATE_STD = 1e-3  # LoRA-sized update entries
+TARGET_SETTING = (10, 1_000_000)
+TARGETS = {"expansion_vs_float32": 12.0, "max_rel_error": 1e-5, "round_s": 10.0}
+USUAL_DEGREE, USUAL_MODULI, USUAL_SCALE_BITS = 8192, [60, 40, 40, 60], 40  # TenSEAL tutorials
+TENSEAL_USUAL = {"poly_modulus_degree": USUAL_DEGREE, "coeff_mod_bit_sizes": USUAL_MODULI,
+                 "scale_bits": USUAL_SCALE_BITS, "encryption": "asymmetric"}
+
+
+def make_vectors(n: int, length: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0.0, UPDATE_STD, size=length).astype(np.float32) for _ in range(n)]
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = call()
+    return value, time.perf_counter() - start
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def errors(aggregate: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    error = float(np.max(np.abs(np.asarray(aggregate, np.float64) - exact)))
+    return {"max_abs_error": error, "max_rel_error": error / float(np.max(np.abs(exact)))}
+
+
+def plain_sum_loop(vectors: list[np.ndarray]) -> np.ndarray:
+    acc = vectors[0].copy()
+    for vector in vectors[1:]:
+        acc += vector
+    return acc
+
+
+class Setting:
+    """One setting's inputs and protocols, built once outside the timing."""
+
+    def __init__(self, n: int, length: int, seed: int) -> None:
+        from fedpriv.protocols import ClientInput, RoundContext, create
+
+        self.n, self.length = n, length
+        vectors = make_vectors(n, length, seed)
+        self.vectors = vectors
+        self.ctx = RoundContext(round=0, participants=tuple(range(n)), vector_size=length)
+        self.inputs = {c: ClientInput(v, weight=1.0) for c, v in enumerate(vectors)}
+        self.exact = np.asarray(np.mean(np.stack(vectors), axis=0, dtype=np.float64))
+        self.protocols = {name: create(name) for name in ("ckks", "secagg+", "plain")}
+
+    def run(self, name: str) -> dict[str, float]:
+        """Run one round of ``name``; return its seconds, bytes and errors."""
+        from fedpriv.protocols import run_round
+
+        result, wall = timed(lambda: run_round(self.protocols[name], self.ctx, self.inputs))
+        cost = result.cost
+        values = {"round_s": wall, "server_s": cost.server_seconds,
+                  "client_s": statistics.fmean(cost.client_seconds.values()),
+                  **errors(result.aggregate, self.exact)}
+        if name != "ckks":
+            values["bytes_up_per_client"] = statistics.fmean(cost.bytes_up.values())
+            return values
+        holder = result.view.released_by
+        others = [c for c in self.ctx.participants if c != holder] or [holder]
+        stats = result.client_stats
+        values.update({
+            "encrypt_s": statistics.fmean(stats[c]["encrypt_s"] for c in self.ctx.participants),
+            "aggregate_s": cost.server_seconds,
+            "decrypt_s": stats[holder]["decrypt_s"],
+            "bytes_up_per_client": statistics.fmean(cost.bytes_up[c] for c in others),
+            "key_holder_bytes_up": float(cost.bytes_up[holder]),
+            "key_holder_bytes_down": float(cost.bytes_down[holder]),
+        })
+        return values
+
+
+def ckks_parameters(protocol: Any) -> dict[str, Any]:
+    params = protocol.params
+    return {"poly_modulus_degree": params.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+            "scale_bits": params.scale_bits, "flood_bits": params.flood_bits,
+            "precision": params.precision, "max_clients": params.max_clients,
+            "clip": params.clip}
+
+
+def measure_setting(n: int, length: int, repeats: int, seed: int) -> list[dict[str, Any]]:
+    """Measure ckks, secagg+ and plain on one setting, alternating; a row per protocol."""
+    setting = Setting(n, length, seed)
+    names = list(setting.protocols)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    plain_sum: list[float] = []
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            for key, value in setting.run(name).items():
+                samples[name].setdefault(key, []).append(value)
+        plain_sum.append(timed(lambda: plain_sum_loop(setting.vectors))[1])
+    plain_sum_s = median(plain_sum)
+    medians = {name: {k: median(v) for k, v in samples[name].items()} for name in names}
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"kind": "aggregation", "protocol": name, "clients": n,
+                               "length": length, "repeats": repeats}
+        row.update({key: None for key in ("encrypt_s", "aggregate_s", "decrypt_s")})
+        row.update(medians[name])
+        row["float32_bytes"] = 4 * length
+        row["expansion_vs_float32"] = ratio(row["bytes_up_per_client"], 4 * length)
+        row["plain_sum_s"] = plain_sum_s
+        row["round_over_plain_round"] = ratio(row["round_s"], medians["plain"]["round_s"])
+        row["round_over_secagg_plus"] = ratio(row["round_s"], medians["secagg+"]["round_s"])
+        row["bytes_over_secagg_plus"] = ratio(row["bytes_up_per_client"],
+                                              medians["secagg+"]["bytes_up_per_client"])
+        if name == "ckks":
+            protocol: Any = setting.protocols["ckks"]
+            row["parameters"] = ckks_parameters(protocol)
+            row["release_bound"] = protocol.params.release_bound(n)
+            row["aggregate_over_plain_sum"] = ratio(row["aggregate_s"], plain_sum_s)
+        row["samples"] = samples[name]
+        rows.append(row)
+    return rows
+
+
+def tenseal_usual_row(length: int, seed: int) -> dict[str, Any]:
+    """Encrypt one client's vector with TenSEAL's tutorial parameters; record bytes and time."""
+    import tenseal as ts
+
+    context = ts.context(ts.SCHEME_TYPE.CKKS, USUAL_DEGREE, coeff_mod_bit_sizes=USUAL_MODULI)
+    scale = 2.0**USUAL_SCALE_BITS
+    vector = make_vectors(1, length, seed)[0].astype(np.float64)
+    slots = USUAL_DEGREE // 2
+    start = time.perf_counter()
+    chunks = [ts.ckks_vector(context, vector[i:i + slots], scale=scale).serialize()
+              for i in range(0, length, slots)]
+    encrypt_s = time.perf_counter() - start
+    decrypted = np.concatenate([ts.ckks_vector_from(context, c).decrypt() for c in chunks])
+    nbytes = sum(len(c) for c in chunks)
+    return {"kind": "reference", "protocol": "tenseal_usual", "clients": 1, "length": length,
+            "parameters": TENSEAL_USUAL, "encrypt_s": encrypt_s, "bytes_up_per_client": nbytes,
+            "float32_bytes": 4 * length, "expansion_vs_float32": nbytes / (4 * length),
+            **errors(decrypted, vector)}
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import json, re, sys
+    import numpy as np
+    from fedpriv.protocols import ClientInput, RoundContext, create
+
+    def status(key):  # bytes, from /proc/self/status (Linux)
+        text = open("/proc/self/status").read()
+        return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) * 1024
+
+    length = int(sys.argv[1])
+    proto = create("ckks")
+    ctx = RoundContext(round=0, participants=(0, 1), vector_size=length)
+    update = np.random.default_rng(0).normal(0, 1e-3, length).astype(np.float32)
+    client = proto.client(0, ctx, ClientInput(update, 1.0))
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    before = status("VmRSS")
+    message = client.handle(0, None)
+    growth = status("VmHWM") - before
+    print(json.dumps({"peak_rss_growth_bytes": growth, "upload_bytes": message.nbytes(),
+                      "beyond_upload_bytes": growth - message.nbytes(),
+                      "ciphertexts": len(message.chunks)}))
+""")
+
+
+def client_memory(length: int) -> dict[str, Any] | None:
+    """Return one client's peak RSS growth while encrypting ``length`` entries (fresh process).
+
+    Measured twice: with glibc's default allocator, and with big blocks served by
+    ``mmap`` (``MALLOC_MMAP_THRESHOLD_=65536``), which returns freed transient
+    buffers at once and so shows the live working set beyond the upload itself.
+    ``None`` where ``/proc/self/clear_refs`` is not available (not Linux).
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    probes: dict[str, Any] = {"length": length}
+    for label, extra in (("default_malloc", {}),
+                         ("mmap_threshold_64k", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
+        done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(length)], check=True,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **extra})
+        probe: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        probe["growth_over_upload"] = probe["peak_rss_growth_bytes"] / probe["upload_bytes"]
+        probes[label] = probe
+    return probes
+
+
+def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the verdicts at n = 10, L = 10⁶ for ckks (empty when that setting did not run)."""
+    n, length = TARGET_SETTING
+    row = next((r for r in rows if r["protocol"] == "ckks" and r["clients"] == n
+                and r["length"] == length), None)
+    if row is None:
+        return {}
+    return {key: {"value": row[key], "limit": limit,
+                  "verdict": "PASS" if row[key] <= limit else "FAIL"}
+            for key, limit in TARGETS.items()}
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| protocol | n | L | round s | encrypt s | aggregate s | decrypt s | bytes up / client "
+        "| × float32 | max rel error | round / plain | round / secagg+ |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['protocol']} | {r['clients']} | {r['length']:.0e} "
+            f"| {fmt(r.get('round_s'), '.3g')} | {fmt(r.get('encrypt_s'), '.3g')} "
+            f"| {fmt(r.get('aggregate_s'), '.3g')} | {fmt(r.get('decrypt_s'), '.3g')} "
+            f"| {r['bytes_up_per_client']:,.0f} | {fmt(r['expansion_vs_float32'], '.2f')} "
+            f"| {fmt(r['max_rel_error'], '.1e')} | {fmt(r.get('round_over_plain_round'), '.0f')} "
+            f"| {fmt(r.get('round_over_secagg_plus'), '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the small settings")
+    parser.add_argument("--big-repeats", type=int, default=2,
+                        help="repeats of settings with n·L ≥ 10⁷ (each takes tens of seconds)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"result file (default {RESULTS.name}; {QUICK_RESULTS.name} "
+                             "with --quick)")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.lengths, args.repeats, args.big_repeats = [3], [3000], 1, 1
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
+
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for length in args.lengths:
+        rows.append(tenseal_usual_row(length, args.seed))
+        for n in args.clients:
+            repeats = args.big_repeats if n * length >= 10_000_000 else args.repeats
+            t0 = time.perf_counter()
+            rows += measure_setting(n, length, repeats, args.seed)
+            print(f"n={n:>3} L={length:>8}: {repeats} repeats in "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+    memory = client_memory(max(args.lengths))
+    targets = check_targets(rows)
+    import tenseal
+
+    result = {
+        "benchmark": "ckks",
+        "quick": args.quick,
+        "update_std": UPDATE_STD,
+        "seed": args.seed,
+        "tenseal_version": tenseal.__version__,
+        "numpy_version": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "wall_s": time.perf_counter() - started,
+        "client_memory": memory,
+        "rows": rows,
+        "targets": targets,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table([r for r in rows if r["kind"] in ("aggregation", "reference")]))
+    if memory is not None:
+        for label in ("default_malloc", "mmap_threshold_64k"):
+            probe = memory[label]
+            print(f"client memory at L={memory['length']} ({label}): peak RSS growth "
+                  f"{probe['peak_rss_growth_bytes'] / 2**20:.1f} MiB for a "
+                  f"{probe['upload_bytes'] / 2**20:.1f} MiB upload: "
+                  f"{probe['beyond_upload_bytes'] / 2**20:.1f} MiB beyond it")
+    for key, target in targets.items():
+        print(f"{key} = {target['value']:.3g}  (target <= {target['limit']})  -> "
+              f"{target['verdict']}")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The client's side of a ``ckks`` round: encrypt the weighted update, and release a sum if asked.
+
+Owns :class:`CKKSClient`.  In phase 0 it clips its update to ±clip, weights it by
+``w' = w / max_weight`` and streams it, chunk by chunk, into CKKS ciphertexts
+(the weight ``w'·clip`` rides in the slot after the last entry).  Later, if the
+server picks it as key holder, it checks the :class:`DecryptRequest`, decrypts
+the sum, refuses out-of-range results, floods and rounds them, and returns a
+:class:`ReleasedSum` — once per round at most.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedpriv.errors import ProtocolError
+from fedpriv.protocols.base import (
+    SERVER_ID,
+    ClientId,
+    ClientInput,
+    ClientSession,
+    Message,
+    RoundContext,
+    check_client_input,
+)
+from fedpriv.protocols.ckks.messages import DecryptRequest, EncryptedUpdate, ReleasedSum
+from fedpriv.protocols.ckks.stages import (
+    check_decrypted,
+    clipped_chunks,
+    decrypt_chunks,
+    encrypt_chunks,
+    flood_and_round,
+)
+
+if TYPE_CHECKING:
+    from fedpriv.protocols.ckks.protocol import CKKSProtocol
+
+NUM_PHASES = 4
+"""Phase 0 uploads; phases 1–3 each give one key holder the chance to release the sum."""
+
+
+def check_round_fits(protocol: CKKSProtocol, ctx: RoundContext, who: str) -> None:
+    """Raise :class:`ProtocolError` if ``ctx`` exceeds the public bounds the keys were made for."""
+    params = protocol.params
+    if ctx.vector_size > params.max_vector_size:
+        raise ProtocolError(
+            f"{who}: the update has {ctx.vector_size} entries, more than the configured "
+            f"max_vector_size={params.max_vector_size}; raise it (new keys) for this model."
+        )
+    if len(ctx.participants) > params.max_clients:
+        raise ProtocolError(
+            f"{who}: {len(ctx.participants)} participants exceed max_clients="
+            f"{params.max_clients}, which the ciphertext modulus is sized for; sample fewer "
+            "clients or raise max_clients (new keys)."
+        )
+
+
+class CKKSClient(ClientSession):
+    """One client's side of a ``ckks`` round (it holds the federation's private context)."""
+
+    def __init__(
+        self, protocol: CKKSProtocol, client_id: ClientId, ctx: RoundContext, data: ClientInput
+    ) -> None:
+        check_client_input(client_id, ctx, data)
+        self.client_id = client_id
+        self.ctx = ctx
+        self.who = f"ckks client {client_id} (round {ctx.round})"
+        check_round_fits(protocol, ctx, self.who)
+        config = protocol.config
+        self._weight = data.weight / config.max_weight
+        if self._weight > 1.0:
+            raise ProtocolError(
+                f"client {client_id}'s weight {data.weight!r} exceeds the configured public "
+                f"max_weight={config.max_weight!r}; set max_weight to an upper bound on every "
+                "client's FedAvg weight (e.g. the largest client's number of examples)."
+            )
+        self._protocol = protocol
+        self._data = data
+        self._next_phase = 0
+        self._released = False
+        self._stats = {"clipped_values": 0.0, "ciphertexts": 0.0, "encrypt_s": 0.0,
+                       "decrypt_s": 0.0, "released": 0.0}
+
+    def __repr__(self) -> str:
+        return f"CKKSClient(client_id={self.client_id}, round={self.ctx.round})"
+
+    def stats(self) -> Mapping[str, float]:
+        """Clipped entries, ciphertexts sent, seconds encrypting / decrypting, 1.0 if released."""
+        return dict(self._stats)
+
+    def handle(self, phase: int, inbox: Message | None) -> Message | None:
+        """Phase 0: return the :class:`EncryptedUpdate`; later: release the sum if asked."""
+        if phase != self._next_phase:
+            raise ProtocolError(
+                f"{self.who} was driven with phase {phase} but expects phase {self._next_phase}; "
+                f"phases run once each, in order 0..{NUM_PHASES - 1}."
+            )
+        self._next_phase += 1
+        if phase == 0:
+            if inbox is not None:
+                raise ProtocolError(f"{self.who} got a {type(inbox).__name__} before phase 0.")
+            return self._encrypt()
+        if inbox is None:
+            return None
+        if not isinstance(inbox, DecryptRequest) or inbox.sender != SERVER_ID:
+            raise ProtocolError(
+                f"{self.who} expected a DecryptRequest from the server or nothing; got "
+                f"{type(inbox).__name__} from sender {inbox.sender}."
+            )
+        return self._release(inbox)
+
+    # ------------------------------------------------------------ phase 0
+    def _encrypt(self) -> EncryptedUpdate:
+        start = time.perf_counter()
+        protocol = self._protocol
+        params = protocol.params
+        sizes = params.chunk_sizes(self.ctx.vector_size)
+
+        def values() -> Iterator[np.ndarray]:
+            for chunk, clipped in clipped_chunks(self._data.update, self._weight, params.clip,
+                                                 sizes):
+                self._stats["clipped_values"] += clipped
+                yield chunk
+
+        context = protocol.keys.private_context
+        chunks = tuple(encrypt_chunks(context, values(), params.scale))
+        self._stats["ciphertexts"] = float(len(chunks))
+        self._stats["encrypt_s"] = time.perf_counter() - start
+        return EncryptedUpdate(self.client_id, self.ctx.round, protocol.keys.key_id, chunks)
+
+    # ------------------------------------------------------------ key holder
+    def _check_request(self, request: DecryptRequest) -> tuple[int, ...]:
+        protocol = self._protocol
+        if request.round != self.ctx.round:
+            raise ProtocolError(
+                f"{self.who} got a DecryptRequest of round {request.round}: a request replayed "
+                "from another round is refused."
+            )
+        if request.key_id != protocol.keys.key_id:
+            raise ProtocolError(f"{self.who} got a DecryptRequest under another key set.")
+        if self._released:
+            raise ProtocolError(
+                f"{self.who} was asked to decrypt twice in one round; a second, independently "
+                "flooded release of the same sum would weaken the flooding. Refused."
+            )
+        contributors = request.contributors
+        if (
+            list(contributors) != sorted(set(contributors))
+            or not set(contributors) <= set(self.ctx.participants)
+            or self.client_id not in contributors
+        ):
+            raise ProtocolError(
+                f"{self.who}: the DecryptRequest names contributors {list(contributors)}, which "
+                "must be sorted, unique participants including this key holder."
+            )
+        if len(contributors) < protocol.config.min_clients:
+            raise ProtocolError(
+                f"{self.who} refuses to decrypt a sum of {len(contributors)} client(s), fewer "
+                f"than min_clients={protocol.config.min_clients}: it would reveal their updates."
+            )
+        sizes = protocol.params.chunk_sizes(self.ctx.vector_size)
+        if len(request.chunks) != len(sizes):
+            raise ProtocolError(
+                f"{self.who}: the DecryptRequest has {len(request.chunks)} ciphertexts; the "
+                f"round's update needs {len(sizes)}."
+            )
+        return sizes
+
+    def _release(self, request: DecryptRequest) -> ReleasedSum:
+        start = time.perf_counter()
+        sizes = self._check_request(request)
+        self._released = True
+        params = self._protocol.params
+        contributors = len(request.contributors)
+        raw = np.concatenate(list(decrypt_chunks(
+            self._protocol.keys.private_context, request.chunks, sizes, params, self.who)))
+        check_decrypted(raw, params, contributors, self.who)
+        exponent = params.grid_exponent(contributors)
+        units = flood_and_round(raw, params.flood_std(contributors), exponent)
+        del raw
+        self._stats["decrypt_s"] = time.perf_counter() - start
+        self._stats["released"] = 1.0
+        return ReleasedSum(self.client_id, self.ctx.round, request.key_id, exponent, units)
