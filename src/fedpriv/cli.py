@@ -132,7 +132,8 @@ def audit(
     dp: Annotated[
         Optional[str],
         typer.Option(help="Differential privacy for every run: none, sample (DP-SGD on each "
-                          "client's examples) or user (DP-FedAvg on whole clients)."),
+                          "client's examples), user (DP-FedAvg, central noise) or distributed "
+                          "(DP-FedAvg, noise added by the clients under secagg/secagg+)."),
     ] = None,
     epsilon: Annotated[
         Optional[float],

@@ -12,6 +12,8 @@ from fedpriv.audits.config import AuditConfig, from_mapping
 from fedpriv.audits.runner import run_audit
 from fedpriv.dp.config import make_dp_config, plan_dp
 from fedpriv.dp.noise import gaussian, noise_seed
+from fedpriv.dp.user import clip_update
+from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
 from fedpriv.models import BUILTIN_MODEL, attach_lora, get_adapter_vector, load_base_model
 from fedpriv.protocols import create
@@ -108,3 +110,64 @@ def test_adaptive_clip_survives_resume(tmp_path: Path):
     b = load_checkpoint(tmp_path / "cut" / "runs" / "udp" / "checkpoint.pt")
     assert a is not None and b is not None
     np.testing.assert_array_equal(a.global_vector, b.global_vector)
+
+
+def _dist_trainer(setup, *, noise: float, clip: float):  # type: ignore[no-untyped-def]
+    model, tok, examples = setup
+    peft = attach_lora(model, LoraSettings(rank=2, alpha=4.0, target_modules=("q_proj",)), seed=0)
+    dim = get_adapter_vector(peft).size
+    dp = plan_dp(make_dp_config("distributed", params={"noise_multiplier": noise, "clip": clip}),
+                 client_sizes=[len(e) for e in examples], rounds_per_client=[1] * len(examples),
+                 rounds=1, clients_per_round=len(examples), local_steps=[1] * len(examples),
+                 local_sample_rates=[1.0] * len(examples), adapter_dim=dim)
+    from fedpriv.dp.distributed import secagg_params
+
+    settings = FederationSettings(rounds=1, clients_per_round=len(examples),
+                                  local=LocalTrainingSettings(batch_size=4, lr=1e-2, steps=2))
+    proto = create("secagg+", **secagg_params(20))
+    return FederatedTrainer(peft, examples, examples[0], proto, settings,
+                            pad_id=tok.pad_token_id or 0, device=CPU, seed=3, dp=dp), dp
+
+
+@pytest.mark.parametrize("noise", [0.01, 1.0])
+def test_distributed_dp_sum_carries_the_full_noise(tiny_setup, noise):
+    trainer, plan = _dist_trainer(tiny_setup, noise=noise, clip=0.01)
+    try:
+        g = get_adapter_vector(trainer.model)
+        n = len(trainer.client_examples)
+        mech = trainer.dist_dp
+        out = trainer.train_round(0, g)
+        assert out.result is not None and out.result.view.individual_updates is None
+        trainer.dist_dp = None  # the clients' clipped updates, for the reference only
+        clipped = [clip_update(trainer.client_update(c, 0, g)[0].update, 0.01)[0]
+                   for c in range(n)]
+    finally:
+        trainer.model.unload()
+    clean_sum = np.sum(clipped, axis=0, dtype=np.float64)
+    # what the unmasked secure sum decodes to: the clean sum plus every client's noise share
+    seen = mech.server_decode(mech.residue_sum(out.result.aggregate, out.result.total_weight), 0)
+    err = seen - clean_sum  # the Skellam noise (std σ·C) plus a far smaller rounding error
+    assert err.std() == pytest.approx(noise * 0.01, rel=0.1)
+    assert abs(err.mean()) < 4 * noise * 0.01 / np.sqrt(err.size)
+    np.testing.assert_allclose(out.global_vector - g, (seen / n).astype(np.float32), rtol=1e-4,
+                               atol=1e-7)
+    assert plan is not None and plan.accountant == "skellam-rdp"
+    assert plan.to_report()["wraparound_probability"] < 1e-6
+
+
+def test_distributed_dp_needs_secure_aggregation(tmp_path: Path):
+    d = tiny_config_dict(rounds=2, clients=3)
+    d["runs"] = [{"name": "ddp", "protocol": "plain", "dp": "distributed", "epsilon": 3.0}]
+    with pytest.raises(ConfigError, match="needs secure aggregation"):
+        from_mapping(AuditConfig, d)
+    d["runs"] = [{"name": "ddp", "protocol": "secagg", "dp": "distributed", "epsilon": 8.0,
+                  "protocol_params": {"clip": 2.0}}]
+    with pytest.raises(ConfigError, match="remove them from protocol_params"):
+        from_mapping(AuditConfig, d)
+    d["runs"] = [{"name": "ddp", "protocol": "secagg+", "dp": "distributed", "epsilon": 8.0}]
+    report = run_audit(from_mapping(AuditConfig, d), tmp_path)
+    run = report["runs"][0]
+    assert run["status"] == "ok", run["error"]
+    assert run["privacy"]["accountant"] == "skellam-rdp"
+    assert 0 < run["privacy"]["epsilon"] <= 8.0 * 1.01
+    assert run["dp"]["planned_epsilon"] == pytest.approx(run["privacy"]["epsilon"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from fedpriv.dp.config import DPConfig, make_dp_config
+from fedpriv.dp.config import DISTRIBUTED_PROTOCOLS, DPConfig, make_dp_config
 from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
 
@@ -196,9 +196,16 @@ class RunConfig:
         _check(bool(self.name) and all(c.isalnum() or c in "-_+." for c in self.name),
                f"run name '{self.name}' must be non-empty and use only letters, digits, - _ + .")
         try:
-            self.dp_config()
+            dp = self.dp_config()
         except ConfigError as err:
             raise ConfigError(f"run '{self.name}': {err}") from None
+        if dp.mode == "distributed":
+            _check(self.protocol in DISTRIBUTED_PROTOCOLS,
+                   f"run '{self.name}': dp 'distributed' needs secure aggregation (protocol "
+                   f"{' or '.join(DISTRIBUTED_PROTOCOLS)}), not '{self.protocol}'")
+            fixed = sorted({"clip", "resolution", "clip_mode"} & set(self.protocol_params))
+            _check(not fixed, f"run '{self.name}': dp 'distributed' sets the secure sum's "
+                   f"{', '.join(fixed)} itself; remove them from protocol_params")
 
     def dp_config(self) -> DPConfig:
         """Return the run's validated DP configuration."""

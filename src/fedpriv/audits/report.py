@@ -59,7 +59,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
             {"epsilon": None, "delta": None, "accountant": "none"} if outcome.dp is None else {
                 "epsilon": outcome.dp.epsilon,
                 "delta": outcome.dp.config.delta,
-                "accountant": outcome.dp.config.accountant,
+                "accountant": outcome.dp.accountant,
                 "unit": "example" if outcome.dp.mode == "sample" else "client",
                 "per_client_epsilon": list(outcome.dp.per_client_epsilon) or None,
                 "warnings": list(outcome.dp.warnings),

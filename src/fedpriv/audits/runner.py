@@ -37,6 +37,7 @@ from fedpriv.data import (
     partition_records,
 )
 from fedpriv.dp.config import DPPlan, plan_dp
+from fedpriv.dp.distributed import DistributedDP
 from fedpriv.errors import CheckpointError, ConfigError, FedprivError
 from fedpriv.models import (
     LoraSettings,
@@ -52,7 +53,7 @@ from fedpriv.train import FederatedTrainer, FederationSettings, TrainingResult
 from fedpriv.train.batching import TokenIds, encode_texts
 from fedpriv.train.checkpoint import load_checkpoint
 from fedpriv.train.local import LocalTrainingSettings
-from fedpriv.train.loop import participation_counts
+from fedpriv.train.loop import RoundRecord, participation_counts
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,14 @@ def preflight(config: AuditConfig) -> None:
 
 def build_protocol(run: RunConfig) -> AggregationProtocol:
     """Create ``run``'s protocol from its name and ``protocol_params`` (validated there)."""
+    params = dict(run.protocol_params)
+    dp = run.dp_config()
+    if dp.mode == "distributed":  # the secure sum must be exact over residues mod 2^bits
+        from fedpriv.dp.distributed import secagg_params
+
+        params.update(secagg_params(dp.bits))
     try:
-        return create_protocol(run.protocol, **run.protocol_params)
+        return create_protocol(run.protocol, **params)
     except FedprivError as err:
         raise ConfigError(f"run '{run.name}': {err}") from None
 
@@ -167,14 +174,17 @@ def federation_settings(config: AuditConfig) -> FederationSettings:
     )
 
 
-def plan_run_dp(config: AuditConfig, run: RunConfig, client_sizes: list[int]) -> DPPlan | None:
+def plan_run_dp(
+    config: AuditConfig, run: RunConfig, client_sizes: list[int], adapter_dim: int | None = None,
+) -> DPPlan | None:
     """Resolve ``run``'s DP against the clients' data sizes and the schedule (None: no DP).
 
     Solving the noise multiplier here, before any model is loaded, makes an
-    unreachable ε fail at once.
+    unreachable ε fail at once.  Distributed DP also needs the adapter's size:
+    without ``adapter_dim`` it is left for later (``None``).
     """
     dp = run.dp_config()
-    if not dp.enabled:
+    if not dp.enabled or (dp.mode == "distributed" and adapter_dim is None):
         return None
     from fedpriv.dp.sample import local_dp_steps, local_sample_rate
 
@@ -185,11 +195,26 @@ def plan_run_dp(config: AuditConfig, run: RunConfig, client_sizes: list[int]) ->
             rounds_per_client=participation_counts(config.seed, fed.rounds, fed.clients,
                                                    fed.sampled_per_round),
             rounds=fed.rounds, clients_per_round=fed.sampled_per_round,
+            adapter_dim=adapter_dim, dropout=fed.dropout,
             local_steps=[local_dp_steps(local, n) for n in client_sizes],
             local_sample_rates=[local_sample_rate(local.batch_size, n) for n in client_sizes],
         )
     except FedprivError as err:
         raise ConfigError(f"run '{run.name}': {err}") from None
+
+
+def spent_distributed(
+    plan: DPPlan, mech: DistributedDP, history: list[RoundRecord],
+) -> DPPlan:
+    """Return ``plan`` with the ε distributed DP really spent: each round's noise shares.
+
+    A round whose sum was released carries the Skellam noise of its survivors
+    only; aborted rounds released nothing and cost nothing.
+    """
+    variances = [mech.round_variance(len(h.survivors)) for h in history
+                 if h.aborted is None and h.survivors]
+    spent = mech.epsilon(variances, plan.config.delta) if variances else 0.0
+    return replace(plan, epsilon=spent)
 
 
 def run_audit(
@@ -233,6 +258,10 @@ def run_audit(
         peft_model = None
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
+            if run.dp_config().mode == "distributed":
+                plans[run.name] = plan_run_dp(config, run, client_sizes,
+                                              adapter_dim=adapter_size(peft_model))
+                outcome.dp = plans[run.name]
             trainer = FederatedTrainer(
                 peft_model, client_examples, eval_examples, build_protocol(run),
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
@@ -244,6 +273,9 @@ def run_audit(
                 on_start=partial(progress.run_started, run, config.federation.rounds),
                 on_round_end=partial(progress.round_finished, run),
             )
+            if trainer.dist_dp is not None and outcome.dp is not None:
+                outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
+                                               outcome.training.history)
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")

@@ -10,7 +10,9 @@ will have spent — so a run that cannot reach its target fails before training.
 
 The unit of privacy is one training example for ``sample`` (DP-SGD inside each
 client; the reported ε is the worst client's) and one client's whole dataset for
-``user`` (DP-FedAvg).
+``user`` (DP-FedAvg, central noise) and ``distributed`` (DP-FedAvg whose noise the
+clients add as Skellam shares before secure aggregation, so the server never sees
+a sum without it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from fedpriv.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DP_MODES = ("none", "sample", "user")
+DP_MODES = ("none", "sample", "user", "distributed")
+DISTRIBUTED_PROTOCOLS = ("secagg", "secagg+")
+"""Protocols distributed DP runs under: it needs an exact modular secure sum."""
 ACCOUNTANTS = ("rdp", "prv")
 """Accountants of :mod:`fedpriv.dp.accounting` (imported lazily: it loads Opacus)."""
 CLIPPING_MODES = ("per_sample", "ghost")
@@ -38,8 +42,12 @@ DEFAULT_USER_CLIP = 1.0
 training (8 AdamW steps, lr 3e-3, LoRA r8 on q/k/v/o) gives update norms of about 2.5, so
 the default clips every update: signal and noise then both scale with C."""
 
-_SAMPLE_ONLY = ("clipping", "secure_mode")
-_USER_ONLY = ("adaptive_clip", "target_quantile", "clip_lr", "count_stddev")
+_MODE_KEYS = {
+    "sample": ("clipping",),
+    "user": ("adaptive_clip", "target_quantile", "clip_lr", "count_stddev"),
+    "distributed": ("bits", "k_stddevs"),
+}
+"""Keys of :class:`DPConfig` that apply to one mode only."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,10 @@ class DPConfig:
     target_quantile: float = 0.5
     clip_lr: float = 0.2
     count_stddev: float | None = None
+    bits: int = 20
+    """distributed: per-coordinate modulus 2^bits of the secure sum."""
+    k_stddevs: float = 8.0
+    """distributed: standard deviations of the sum kept inside the modulus (wrap-around)."""
     set_keys: tuple[str, ...] = field(default=(), compare=False, repr=False)
     """Names of the parameters given explicitly (for mode/parameter consistency checks)."""
 
@@ -95,11 +107,16 @@ class DPConfig:
                 "no noise there is no privacy. Give a noise_multiplier > 0 or an epsilon")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigError(f"dp clip must be a finite number > 0, got {self.clip}")
-        wrong = _USER_ONLY if self.mode == "sample" else _SAMPLE_ONLY
-        misplaced = [k for k in self.set_keys if k in wrong]
+        misplaced = [
+            k for mode, keys in _MODE_KEYS.items() if mode != self.mode
+            for k in keys if k in self.set_keys
+        ]
         if misplaced:
             raise ConfigError(f"{', '.join(misplaced)} do(es) not apply to dp '{self.mode}'; "
                               "remove it from dp_params")
+        if self.mode == "distributed" and self.accountant != "rdp":
+            raise ConfigError("dp 'distributed' is accounted with the Skellam RDP bound "
+                              "(Agarwal et al. 2021); remove accountant from dp_params")
         if self.clipping not in CLIPPING_MODES:
             raise ConfigError(f"dp clipping must be one of {', '.join(CLIPPING_MODES)}, got "
                               f"'{self.clipping}'")
@@ -161,6 +178,13 @@ class DPPlan:
     per_client_epsilon: tuple[float, ...] = ()
     """sample: ε of each client's examples."""
     warnings: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Mode-specific parameters for the report (distributed: bits, scale, wrap-around)."""
+
+    @property
+    def accountant(self) -> str:
+        """The accountant that produced :attr:`epsilon`."""
+        return "skellam-rdp" if self.mode == "distributed" else self.config.accountant
 
     @property
     def mode(self) -> str:
@@ -181,9 +205,13 @@ class DPPlan:
         }
         if cfg.mode == "sample":
             out["clipping"] = cfg.clipping
-        else:
+        elif cfg.mode == "user":
             out["adaptive_clip"] = cfg.adaptive_clip
             out["noise"] = "central (added by the server to the aggregate)"
+        else:
+            out["noise"] = ("distributed (Skellam shares added by each client before secure "
+                            "aggregation)")
+        out.update(self.details)
         return out
 
 
@@ -218,18 +246,28 @@ def plan_dp(
     clients_per_round: int,
     local_steps: Sequence[int],
     local_sample_rates: Sequence[float],
+    adapter_dim: int | None = None,
+    dropout: float = 0.0,
 ) -> DPPlan | None:
     """Resolve ``config`` for a run; ``None`` when DP is off.
 
     ``rounds_per_client[i]`` is how many rounds client ``i`` trains in,
     ``local_steps[i]`` / ``local_sample_rates[i]`` its DP-SGD steps per round and
-    Poisson rate (sample-level DP only).
+    Poisson rate (sample-level DP only).  Distributed DP also needs the adapter's
+    length ``adapter_dim`` (its rounding sensitivity grows with it) and plans for
+    each round losing the ``dropout`` share of its clients' noise.
     """
     if not config.enabled:
         return None
     from fedpriv.dp.accounting import delta_warning
 
     warnings: list[str] = []
+    if config.mode == "distributed":
+        if adapter_dim is None:
+            raise ConfigError("distributed DP needs the adapter's size to plan; pass adapter_dim")
+        return _plan_distributed(config, num_clients=len(client_sizes), rounds=rounds,
+                                 clients_per_round=clients_per_round, dim=adapter_dim,
+                                 dropout=dropout)
     if config.mode == "sample":
         stretches = [
             (q, steps * r)
@@ -259,3 +297,46 @@ def plan_dp(
     for message in plan.warnings:
         logger.warning(message)
     return plan
+
+
+def _plan_distributed(
+    config: DPConfig, *, num_clients: int, rounds: int, clients_per_round: int, dim: int,
+    dropout: float,
+) -> DPPlan:
+    """Plan the Skellam mechanism: σ for the worst planned survivors, ε, wrap-around bound."""
+    from fedpriv.dp.accounting import delta_warning
+    from fedpriv.dp.distributed import (
+        DistributedDPSettings,
+        planned_epsilon,
+        solve_noise_multiplier,
+    )
+
+    survivors = max(1, clients_per_round - math.ceil(dropout * clients_per_round))
+    if config.noise_multiplier is not None:
+        sigma = config.noise_multiplier
+    else:
+        sigma = solve_noise_multiplier(
+            float(config.epsilon or 0.0), rounds, config.delta, dim=dim,
+            expected_clients=clients_per_round, bits=config.bits, k_stddevs=config.k_stddevs,
+            min_survivors=survivors)
+    settings = DistributedDPSettings(noise_multiplier=sigma, clip=config.effective_clip,
+                                     bits=config.bits, k_stddevs=config.k_stddevs)
+    epsilon = planned_epsilon(settings, dim=dim, expected_clients=clients_per_round,
+                              rounds=rounds, delta=config.delta, min_survivors=survivors)
+    warnings = [w for w in [delta_warning(config.delta, num_clients, "client")] if w]
+    from fedpriv.dp.distributed import DistributedDP
+
+    mech = DistributedDP(settings, dim=dim, expected_clients=clients_per_round, seed=0)
+    details = {
+        "bits": config.bits,
+        "k_stddevs": config.k_stddevs,
+        "scale": mech.scale,
+        "wraparound_probability": mech.wraparound_probability(),
+        "planned_epsilon": epsilon,
+        "planned_survivors": survivors,
+    }
+    for message in warnings:
+        logger.warning(message)
+    return DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
+                  epsilon=epsilon, sample_rate=1.0, steps=rounds, warnings=tuple(warnings),
+                  details=details)

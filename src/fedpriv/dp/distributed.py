@@ -513,6 +513,13 @@ def wraparound_probability(
 # --------------------------------------------------------------------------- the mechanism
 
 
+def secagg_params(bits: int) -> dict[str, Any]:
+    """Return secagg's settings for residues mod ``2^bits`` (see DistributedDP.secagg_params)."""
+    resolution = 2.0 ** (1 - _check_bits(bits))
+    return {"clip": (1 << (bits - 1)) * resolution, "resolution": resolution,
+            "clip_mode": "coordinate"}
+
+
 class DistributedDP:
     """Both sides of the distributed Skellam mechanism for one run.
 
@@ -555,8 +562,7 @@ class DistributedDP:
         value ``z·r`` is a multiple of ``r`` (exact in float64), so stochastic rounding is the
         identity and the secure sum is the exact integer sum of the residues.
         """
-        return {"clip": (self.modulus // 2) * self.resolution, "resolution": self.resolution,
-                "clip_mode": "coordinate"}
+        return secagg_params(self.settings.bits)
 
     def round_variance(self, survivors: int) -> float:
         """Return the aggregate's Skellam variance in a round where ``survivors`` shares arrived."""

@@ -29,6 +29,7 @@ import torch
 from peft import PeftModel
 
 from fedpriv.dp.config import DPPlan
+from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
 from fedpriv.dp.user import UserDPRound, UserDPSettings, UserLevelDP
 from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
 from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
@@ -195,6 +196,17 @@ class FederatedTrainer:
             )
             # DP-FedAvg bounds each client's contribution by C: every client weighs 1.
             self.client_weights = [1.0] * len(client_examples)
+        self.dist_dp: DistributedDP | None = None
+        if dp is not None and dp.mode == "distributed":
+            cfg = dp.config
+            self.dist_dp = DistributedDP(
+                DistributedDPSettings(noise_multiplier=dp.noise_multiplier, clip=dp.clip,
+                                      bits=cfg.bits, k_stddevs=cfg.k_stddevs),
+                dim=sum(p.numel() for p in trainable_parameters(model)),
+                expected_clients=settings.clients_per_round,
+                seed=None if cfg.secure_mode else seed,
+            )
+            self.client_weights = [1.0] * len(client_examples)
         self._private: PrivateModel | None = None
         self.eval_examples = eval_examples
         self.protocol = protocol
@@ -252,6 +264,8 @@ class FederatedTrainer:
         delta = get_adapter_vector(self.model) - global_vector
         if self.user_dp is not None:
             delta, _ = self.user_dp.client_vector(delta)
+        elif self.dist_dp is not None:  # clipped, rotated, rounded, noised, reduced mod m
+            delta, _ = self.dist_dp.client_encode(delta, round_index, client)
         return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
 
     def train_round(self, round_index: int, global_vector: np.ndarray) -> RoundOutcome:
@@ -272,9 +286,12 @@ class FederatedTrainer:
         train_s = time.perf_counter() - t0
         if not participants:  # Poisson sampling under user-level DP chose nobody
             return self._dp_step(round_index, global_vector, participants, None, losses, train_s)
-        extra = 0 if self.user_dp is None else self.user_dp.extra_coordinates
-        ctx = RoundContext(round=round_index, participants=participants,
-                           vector_size=global_vector.size + extra)
+        size = global_vector.size
+        if self.user_dp is not None:
+            size += self.user_dp.extra_coordinates
+        elif self.dist_dp is not None:
+            size = self.dist_dp.padded_dim
+        ctx = RoundContext(round=round_index, participants=participants, vector_size=size)
         dropouts = draw_dropouts(
             participants, self.settings.dropout, self.protocol.num_phases,
             np.random.default_rng([self.seed, round_index, 4]),
@@ -289,6 +306,12 @@ class FederatedTrainer:
             return RoundOutcome(global_vector, participants, None, losses, train_s, str(err))
         if self.user_dp is not None:
             return self._dp_step(round_index, global_vector, participants, result, losses, train_s)
+        if self.dist_dp is not None:  # the server decodes the noised sum, fixed denominator
+            summed = self.dist_dp.server_decode(
+                self.dist_dp.residue_sum(result.aggregate, result.total_weight), round_index)
+            mean = summed / self.dist_dp.expected_clients
+            step = (self.settings.server_lr * mean).astype(global_vector.dtype)
+            return RoundOutcome(global_vector + step, participants, result, losses, train_s)
         step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
         return RoundOutcome(global_vector + step, participants, result, losses, train_s)
 
