@@ -208,6 +208,27 @@ class RoundContext:
         object.__setattr__(self, "vector_size", vector_size)
 
 
+def check_phase(who: str, phase: int, expected: int, num_phases: int) -> None:
+    """Raise :class:`ProtocolError` unless a session driven with ``phase`` expects it.
+
+    ``who`` names the session in the message ("secagg client 3 (round 0)").
+    """
+    if phase != expected:
+        raise ProtocolError(
+            f"{who} was driven with phase {phase} but expects phase {expected}; "
+            f"phases run once each, in order 0..{num_phases - 1}."
+        )
+
+
+def check_all_phases_run(who: str, phases_run: int, num_phases: int) -> None:
+    """Raise :class:`ProtocolError` when a server's ``finish()`` comes before its last phase."""
+    if phases_run != num_phases:
+        raise ProtocolError(
+            f"{who}: finish() after {phases_run} of {num_phases} phases; drive every "
+            "phase first (run_round does)."
+        )
+
+
 def check_client_input(client_id: ClientId, ctx: RoundContext, data: ClientInput) -> None:
     """Raise :class:`ProtocolError` unless ``data`` is a valid input of ``client_id`` in ``ctx``."""
     if client_id not in ctx.participants:

@@ -25,6 +25,7 @@ from fedpriv.protocols.base import (
     Message,
     RoundContext,
     check_client_input,
+    check_phase,
 )
 from fedpriv.protocols.ckks.messages import DecryptRequest, EncryptedUpdate, ReleasedSum
 from fedpriv.protocols.ckks.stages import (
@@ -93,11 +94,7 @@ class CKKSClient(ClientSession):
 
     def handle(self, phase: int, inbox: Message | None) -> Message | None:
         """Phase 0: return the :class:`EncryptedUpdate`; later: release the sum if asked."""
-        if phase != self._next_phase:
-            raise ProtocolError(
-                f"{self.who} was driven with phase {phase} but expects phase {self._next_phase}; "
-                f"phases run once each, in order 0..{NUM_PHASES - 1}."
-            )
+        check_phase(self.who, phase, self._next_phase, NUM_PHASES)
         self._next_phase += 1
         if phase == 0:
             if inbox is not None:

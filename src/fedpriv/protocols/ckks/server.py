@@ -26,6 +26,7 @@ from fedpriv.protocols.base import (
     RoundContext,
     ServerSession,
     ServerView,
+    check_all_phases_run,
     readonly_array,
 )
 from fedpriv.protocols.ckks.client import NUM_PHASES, check_round_fits
@@ -202,11 +203,7 @@ class CKKSServer(ServerSession):
         """Return (Σ w'Δ / Σ w', Σ w' · max_weight, contributors) from the released sum."""
         if self._result is not None:
             return self._result
-        if self._phase != NUM_PHASES:
-            raise ProtocolError(
-                f"{self.who}: finish() after {self._phase} of {NUM_PHASES} phases; drive every "
-                "phase first (run_round does)."
-            )
+        check_all_phases_run(self.who, self._phase, NUM_PHASES)
         if self._release is None:
             raise ProtocolError(
                 f"{self.who}: no key holder released the sum: {self._asked} were asked in turn "

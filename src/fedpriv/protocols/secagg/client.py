@@ -25,6 +25,7 @@ from fedpriv.protocols.base import (
     Message,
     RoundContext,
     check_client_input,
+    check_phase,
 )
 from fedpriv.protocols.encoding import EncodeStats, encode
 from fedpriv.protocols.secagg.config import encode_weight
@@ -137,11 +138,7 @@ class SecAggClient(ClientSession):
 
     def handle(self, phase: int, inbox: Message | None) -> Message | None:
         """Run ``phase`` on the server's previous reply; return the message for the server."""
-        if phase != self._next_phase:
-            raise ProtocolError(
-                f"{self.who} was driven with phase {phase} but expects phase {self._next_phase}; "
-                f"phases run once each, in order 0..{NUM_PHASES - 1}."
-            )
+        check_phase(self.who, phase, self._next_phase, NUM_PHASES)
         self._next_phase += 1
         if phase == 0:
             if inbox is not None:

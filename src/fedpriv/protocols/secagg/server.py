@@ -26,6 +26,7 @@ from fedpriv.protocols.base import (
     RoundContext,
     ServerSession,
     ServerView,
+    check_all_phases_run,
     readonly_array,
 )
 from fedpriv.protocols.encoding import decode_sum, sum_words
@@ -421,11 +422,7 @@ class SecAggServer(ServerSession):
         """Unmask and decode: return (Σ w·Δ / Σ w, Σ w · max_weight, survivors)."""
         if self._result is not None:
             return self._result
-        if self._phase != NUM_PHASES:
-            raise ProtocolError(
-                f"{self.who}: finish() after {self._phase} of {NUM_PHASES} phases; drive every "
-                "phase first (run_round does)."
-            )
+        check_all_phases_run(self.who, self._phase, NUM_PHASES)
         t = self.plan.threshold
         if len(self._unmasked) < t:
             raise ProtocolError(
