@@ -1,0 +1,39 @@
+"""Attacks on what an adversary observed: membership inference and canary exposure.
+
+Every attack is a function of an observation — a model the adversary can
+query (the released global model) or what an honest-but-curious server saw
+in a round (:class:`~fedpriv.protocols.ServerView`) — and never of ground
+truth. Attacks return scores; :mod:`fedpriv.attacks.metrics` (pure numpy)
+compares them with the truth.
+
+* :mod:`~fedpriv.attacks.metrics` — ROC, AUC, TPR at low FPR, exposure;
+* :mod:`~fedpriv.attacks.mia` — loss, zlib, Min-K%, reference-calibrated,
+  offline LiRA / RMIA scores, and the loss change of one client's update;
+* :mod:`~fedpriv.attacks.canary` — canary exposure and greedy extraction.
+
+The model-facing modules import torch; import them directly
+(``from fedpriv.attacks.mia import run_mia``). This package re-exports only
+the pure metrics.
+"""
+
+from __future__ import annotations
+
+from fedpriv.attacks.metrics import (
+    ExposureEstimate,
+    MIAResult,
+    evaluate_mia,
+    mia_report,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
+)
+
+__all__ = [
+    "ExposureEstimate",
+    "MIAResult",
+    "evaluate_mia",
+    "mia_report",
+    "roc_auc",
+    "roc_curve",
+    "tpr_at_fpr",
+]
