@@ -178,3 +178,32 @@ def test_audit_protocol_and_dropout_flags(protocol: str, tmp_path: Path) -> None
     assert run["name"] == protocol and run["protocol"] == protocol and run["status"] == "ok"
     assert report["config"]["federation"]["dropout"] == 0.2
     assert all(len(h["participants"]) == 5 for h in run["history"])
+
+
+@pytest.mark.parametrize(("dp", "protocol"), [("sample", "plain"), ("user", "secagg+"),
+                                              ("distributed", "secagg")])
+def test_dp_and_epsilon_flags(dp: str, protocol: str, tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=2, clients=4))
+    r = runner.invoke(app, ["audit", str(cfg), "--protocol", protocol, "--dp", dp,
+                            "--epsilon", "8", "--out", str(tmp_path / "o"), "--json"])
+    assert r.exit_code == 0, r.output
+    (run,) = json.loads(r.stdout)["runs"]
+    assert run["name"] == f"{protocol}-{dp}-dp" and run["status"] == "ok"
+    assert run["dp"]["mode"] == dp and run["dp"]["target_epsilon"] == 8.0
+    assert 0 < run["privacy"]["epsilon"] <= 8.0 * 1.01 and run["privacy"]["delta"] == 1e-5
+    assert run["privacy"]["accountant"] in ("rdp", "skellam-rdp")
+    assert run["dp"]["noise_multiplier"] > 0
+
+
+def test_dp_bad_input_exit_2(tmp_path: Path) -> None:
+    out = str(tmp_path / "o")
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--protocol", "plain", "--dp", "user",
+                            "--epsilon", "1e-7", "--out", out])
+    assert "smallest reachable" in _one_line_error(r) or "reach" in r.stderr
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--epsilon", "3", "--out", out])
+    assert "--epsilon needs a DP run" in _one_line_error(r)
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--protocol", "plain",
+                            "--dp", "distributed", "--epsilon", "3", "--out", out])
+    assert "needs secure aggregation" in _one_line_error(r)
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--dp", "laplace", "--out", out])
+    assert "valid modes" in _one_line_error(r)

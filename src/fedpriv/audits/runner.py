@@ -86,6 +86,11 @@ def preflight(config: AuditConfig) -> None:
     if config.data.canaries.per_client > 0:
         get_canary_format(config.data.canaries.format)
     pick_device(config.device)
+    if any(run.dp_config().mode in ("sample", "user") for run in config.runs):
+        # An unreachable ε fails here, before any output: the plan needs the data sizes only.
+        sizes = [len(c.members) for c in build_dataset(config).clients]
+        for run in config.runs:
+            plan_run_dp(config, run, sizes)
 
 
 def build_protocol(run: RunConfig) -> AggregationProtocol:
@@ -255,6 +260,8 @@ def run_audit(
         lora = lora_settings(config, run)
         run_dir = out / "runs" / run.name
         outcome = RunOutcome(run=run, lora=lora, status="failed", dp=plans[run.name])
+        for message in outcome.dp.warnings if outcome.dp is not None else ():
+            logger.warning("run '%s': %s", run.name, message)
         peft_model = None
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)

@@ -18,15 +18,12 @@ a sum without it).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedpriv.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 DP_MODES = ("none", "sample", "user", "distributed")
 DISTRIBUTED_PROTOCOLS = ("secagg", "secagg+")
@@ -296,8 +293,6 @@ def plan_dp(
             warnings.append(message)
         plan = DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
                       epsilon=spent[0], sample_rate=q, steps=rounds, warnings=tuple(warnings))
-    for message in plan.warnings:
-        logger.warning(message)
     return plan
 
 
@@ -337,8 +332,6 @@ def _plan_distributed(
         "planned_epsilon": epsilon,
         "planned_survivors": survivors,
     }
-    for message in warnings:
-        logger.warning(message)
     return DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
                   epsilon=epsilon, sample_rate=1.0, steps=rounds, warnings=tuple(warnings),
                   details=details)
