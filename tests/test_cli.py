@@ -167,7 +167,7 @@ def test_dropout_flag_is_validated(tmp_path: Path) -> None:
     assert "federation.dropout" in _one_line_error(r)
 
 
-@pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+", "ckks"])
 def test_audit_protocol_and_dropout_flags(protocol: str, tmp_path: Path) -> None:
     cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=2, clients=5))
     r = runner.invoke(app, ["audit", str(cfg), "--protocol", protocol, "--dropout", "0.2",

@@ -107,3 +107,12 @@ def test_user_plan_and_delta_warning():
 def test_unreachable_epsilon_names_the_smallest_reachable():
     with pytest.raises(ConfigError, match="reach"):
         _plan(make_dp_config("user", epsilon=1e-6), sizes=[10] * 4, per_round=4, rounds=1000)
+
+
+def test_prv_accountant_plans_no_larger_sigma_than_rdp():
+    rdp = _plan(make_dp_config("user", epsilon=3.0), sizes=[10] * 8, per_round=4, rounds=50)
+    prv = _plan(make_dp_config("user", epsilon=3.0, params={"accountant": "prv"}),
+                sizes=[10] * 8, per_round=4, rounds=50)
+    assert rdp is not None and prv is not None
+    assert prv.epsilon <= 3.0 * 1.001 and prv.config.accountant == "prv"
+    assert prv.noise_multiplier <= rdp.noise_multiplier  # PRV is the tighter accountant

@@ -37,7 +37,7 @@ def tiny_setup():  # type: ignore[no-untyped-def]
 
 
 def _trainer(setup, *, per_round: int, noise: float, clip: float, protocol: str = "plain",
-             adaptive: bool = False):  # type: ignore[no-untyped-def]
+             adaptive: bool = False, ffa: bool = False):  # type: ignore[no-untyped-def]
     model, tok, examples = setup
     params: dict[str, object] = {"noise_multiplier": noise, "clip": clip}
     if adaptive:
@@ -45,7 +45,8 @@ def _trainer(setup, *, per_round: int, noise: float, clip: float, protocol: str 
     dp = plan_dp(make_dp_config("user", params=params), client_sizes=[len(e) for e in examples],
                  rounds_per_client=[1] * len(examples), rounds=1, clients_per_round=per_round,
                  local_steps=[1] * len(examples), local_sample_rates=[1.0] * len(examples))
-    peft = attach_lora(model, LoraSettings(rank=2, alpha=4.0, target_modules=("q_proj",)), seed=0)
+    peft = attach_lora(model, LoraSettings(rank=2, alpha=4.0, target_modules=("q_proj",),
+                                           ffa=ffa), seed=0)
     settings = FederationSettings(rounds=2, clients_per_round=per_round,
                                   local=LocalTrainingSettings(batch_size=4, lr=1e-2, steps=2))
     return FederatedTrainer(peft, examples, examples[0], create(protocol), settings,
@@ -171,3 +172,23 @@ def test_distributed_dp_needs_secure_aggregation(tmp_path: Path):
     assert run["privacy"]["accountant"] == "skellam-rdp"
     assert 0 < run["privacy"]["epsilon"] <= 8.0 * 1.01
     assert run["dp"]["planned_epsilon"] == pytest.approx(run["privacy"]["epsilon"])
+
+
+def test_ffa_lora_clips_and_noises_b_only(tiny_setup):
+    trainer = _trainer(tiny_setup, per_round=6, noise=0.5, clip=0.01, ffa=True)
+    try:
+        names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+        assert names and all("lora_B" in n for n in names)  # A is frozen: not in the vector
+        b_size = sum(p.numel() for p in trainer.params)
+        a_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+                    if "lora_A" in n}
+        g = get_adapter_vector(trainer.model)
+        assert g.size == b_size
+        out = trainer.train_round(0, g)
+        updates = list(out.result.view.individual_updates.values())
+        assert all(u.size == b_size and np.linalg.norm(u) <= 0.01 * (1 + 1e-5) for u in updates)
+        for n, p in trainer.model.named_parameters():
+            if "lora_A" in n:
+                assert torch.equal(p, a_before[n])
+    finally:
+        trainer.model.unload()
