@@ -66,7 +66,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
             }
         ),
         "utility": {},
-        "leakage": {},
+        "leakage": dict(outcome.leakage),
         "cost": {},
         "lora": {
             "rank": outcome.lora.rank,
@@ -182,6 +182,8 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "perplexity": _fmt(util.get("perplexity")),
             "base_perplexity": _fmt(util.get("base_perplexity")),
             "reduction": "—" if red is None else f"{100 * red:.1f}%",
+            "mia_auc": _fmt(run["leakage"].get("mia", {}).get("auc"), ".3f"),
+            "exposure": _fmt(run["leakage"].get("canary", {}).get("exposure_mean"), ".1f"),
             "wall_s": _fmt(cost.get("wall_s"), ".1f"),
             "bytes_up": _bytes(cost.get("bytes_up_per_client")),
         })
@@ -197,6 +199,10 @@ COLUMNS = [
     ("perplexity", "ppl", "held-out perplexity of the fine-tuned model (lower is better)"),
     ("base_perplexity", "base ppl", "the same for the base model before fine-tuning"),
     ("reduction", "ppl ↓", "relative perplexity reduction from fine-tuning"),
+    ("mia_auc", "MIA AUC", "membership inference on the released model, the strongest of loss, "
+     "zlib, Min-K% and base-reference scores (0.5: no leak, 1: every member found)"),
+    ("exposure", "exposure", "mean canary exposure in bits (Carlini et al. 2019; ~1.4 for an "
+     "unseen secret, log2 of the candidate space when the canary ranks first)"),
     ("wall_s", "wall s", "wall-clock seconds of the run"),
     ("bytes_up", "up/round", "bytes one client uploads per round"),
 ]
@@ -224,8 +230,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if failed:
         lines += ["", "Failed runs:", ""]
         lines += [f"- `{r['name']}`: {r['error']}" for r in failed]
-    lines += ["", "Leakage measurements (membership inference, inversion, canaries) are not "
-              "part of this fedpriv version yet; `leakage` is empty in report.json.", ""]
+    lines += ["", "Membership inference and canary exposure observe the released model; "
+              "attacks on what the server saw (gradient inversion) are not part of this "
+              "fedpriv version yet.", ""]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fedpriv.audits.config import AuditConfig, RunConfig, to_dict
+from fedpriv.audits.leakage import measure_leakage
 from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.report import build_report, write_report
 from fedpriv.data import (
@@ -72,6 +73,7 @@ class RunOutcome:
     adapter_size: int = 0
     adapter_dir: str | None = None
     dp: DPPlan | None = None
+    leakage: dict[str, Any] = field(default_factory=dict)
 
 
 def preflight(config: AuditConfig) -> None:
@@ -222,6 +224,19 @@ def spent_distributed(
     return replace(plan, epsilon=spent)
 
 
+def _leakage(
+    model: Any, tokenizer: Any, dataset: FederatedDataset, config: AuditConfig,
+    device: torch.device, run: RunConfig,
+) -> dict[str, Any]:
+    """Measure the run's leakage; an attack that fails is recorded, the run still counts."""
+    try:
+        return measure_leakage(model, tokenizer, dataset, max_length=config.model.max_length,
+                               device=device, seed=config.seed)
+    except (FedprivError, RuntimeError, ValueError) as err:
+        logger.error("run '%s': leakage measurement failed: %s", run.name, err)
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def run_audit(
     config: AuditConfig,
     out_dir: str | Path,
@@ -283,6 +298,7 @@ def run_audit(
             if trainer.dist_dp is not None and outcome.dp is not None:
                 outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
                                                outcome.training.history)
+            outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run)
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
