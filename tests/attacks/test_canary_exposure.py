@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,15 +30,6 @@ from fedpriv.train.local import LocalTrainingSettings, train_local
 
 CPU = torch.device("cpu")
 PIN3 = CanaryFormat("pin3", "my pin is {secret}", "ddd")  # 1,000 candidates: exact is cheap
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run the tiny model on one thread: on a busy 2-core machine two threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass
