@@ -83,6 +83,7 @@ from scipy import optimize
 from fedpriv.dp.accounting import MAX_NOISE_MULTIPLIER, MIN_NOISE_MULTIPLIER, check_delta
 from fedpriv.dp.noise import noise_seed
 from fedpriv.errors import ConfigError, ProtocolError
+from fedpriv.protocols.encoding import positive_real
 
 __all__ = [
     "DEFAULT_BETA",
@@ -141,14 +142,6 @@ _RESIDUE_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------- validation
 
 
-def _positive(value: object, what: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(float(value)) and float(value) > 0
-    ):
-        raise ConfigError(f"{what} must be a finite number > 0, got {value!r}; {hint}")
-    return float(value)
-
-
 def _count(value: object, what: str, minimum: int, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}; {hint}")
@@ -160,7 +153,7 @@ def _check_noise_multiplier(value: object) -> float:
         raise ConfigError(
             "distributed DP is on but the noise multiplier is 0: with no noise there is no "
             "privacy (ε = ∞). Give a noise multiplier > 0 (e.g. 1.0) or a target epsilon instead")
-    return _positive(value, "distributed DP noise_multiplier",
+    return positive_real(value, "distributed DP noise_multiplier",
                      "typical values are 0.5–5, or give epsilon to solve it")
 
 
@@ -202,10 +195,10 @@ class DistributedDPSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise_multiplier",
                            _check_noise_multiplier(self.noise_multiplier))
-        object.__setattr__(self, "clip", _positive(
+        object.__setattr__(self, "clip", positive_real(
             self.clip, "distributed DP clip", "e.g. 1.0, an L2 bound on a client's update"))
         object.__setattr__(self, "bits", _check_bits(self.bits))
-        object.__setattr__(self, "k_stddevs", _positive(
+        object.__setattr__(self, "k_stddevs", positive_real(
             self.k_stddevs, "distributed DP k_stddevs",
             f"e.g. {DEFAULT_K_STDDEVS:g}; more headroom makes wrap-around rarer"))
         object.__setattr__(self, "beta", _check_beta(self.beta))
@@ -322,7 +315,7 @@ def sensitivities(settings: DistributedDPSettings, dim: int, scale: float) -> tu
     ``Δ₂ = rounded_l2_bound(C/γ, β, d)`` with ``d`` the padded dimension, and
     ``Δ₁ = min(√d·Δ₂, Δ₂²)`` (an integer vector has ‖z‖₁ ≤ ‖z‖₂², and ‖z‖₁ ≤ √d‖z‖₂).
     """
-    gamma = _positive(scale, "scale", "use choose_scale()")
+    gamma = positive_real(scale, "scale", "use choose_scale()")
     d = padded_dimension(dim)
     l2 = rounded_l2_bound(settings.clip / gamma, settings.beta, d)
     return min(math.sqrt(d) * l2, l2 * l2), l2
@@ -351,7 +344,7 @@ def skellam_rdp(orders: Sequence[float] | np.ndarray, l1: float, l2: float,
                 math.isfinite(value) and value >= 0):
             raise ConfigError(f"sensitivities must be finite numbers >= 0, got l1={l1!r}, "
                               f"l2={l2!r}; use sensitivities()")
-    var = _positive(mu, "Skellam variance μ",
+    var = positive_real(mu, "Skellam variance μ",
                     "a round's sum without noise shares is released in the clear; leave out "
                     "rounds where no client's input reached the sum")
     gaussian = alpha * l2 * l2 / (2 * var)
@@ -436,10 +429,10 @@ def solve_noise_multiplier(
     :data:`~fedpriv.dp.accounting.MAX_NOISE_MULTIPLIER` misses the target (few bits cap the
     noise the modulus can hold, so ε has a floor).
     """
-    target = _positive(target_epsilon, "target epsilon", "ε between 1 and 10 is usual")
+    target = positive_real(target_epsilon, "target epsilon", "ε between 1 and 10 is usual")
     count = _count(rounds, "rounds", 1, "train at least one round, or turn DP off")
     delta = check_delta(delta)
-    tol = _positive(tolerance, "tolerance", "0.01 (1 %) is usual")
+    tol = positive_real(tolerance, "tolerance", "0.01 (1 %) is usual")
     if tol >= 0.5:
         raise ConfigError(f"tolerance must be in (0, 0.5), got {tolerance!r}; 0.01 is usual")
 
@@ -484,7 +477,7 @@ def wraparound_probability(
     """
     n = _count(expected_clients, "expected_clients", 1, "the clients summed per round")
     s = n if clients is None else _count(clients, "clients", 0, "the clients in the sum")
-    gamma = choose_scale(settings, dim, n) if scale is None else _positive(
+    gamma = choose_scale(settings, dim, n) if scale is None else positive_real(
         scale, "scale", "use choose_scale()")
     d = padded_dimension(dim)
     a = settings.modulus / 2 - s
@@ -673,7 +666,7 @@ class DistributedDP:
         values are not (near) integers: secagg was not run with :meth:`secagg_params` or the
         weights were not 1.
         """
-        weight = _positive(total_weight, "total_weight", "the secagg result's total weight")
+        weight = positive_real(total_weight, "total_weight", "the secagg result's total weight")
         array = np.asarray(aggregate, dtype=np.float64)
         if array.shape != (self.padded_dim,) or not np.all(np.isfinite(array)):
             raise ProtocolError(f"the secagg aggregate must be {self.padded_dim} finite values, "

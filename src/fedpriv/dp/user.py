@@ -34,19 +34,12 @@ import numpy as np
 
 from fedpriv.dp.noise import gaussian, noise_seed
 from fedpriv.errors import ConfigError
+from fedpriv.protocols.encoding import positive_real
 
 DEFAULT_TARGET_QUANTILE = 0.5
 DEFAULT_CLIP_LR = 0.2
 COUNT_STDDEV_FRACTION = 1 / 20
 """Andrew et al.'s default: σ_b = expected clients per round / 20."""
-
-
-def _positive(value: float, what: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ConfigError(f"{what} must be a finite number > 0, got {value!r}; {hint}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -70,15 +63,15 @@ class UserDPSettings:
             raise ConfigError("user-level DP is on but the noise multiplier is 0, which gives no "
                               "privacy; set noise_multiplier > 0, give an epsilon, or use "
                               "dp='none'")
-        _positive(self.noise_multiplier, "user-level DP noise_multiplier",
+        positive_real(self.noise_multiplier, "user-level DP noise_multiplier",
                   "e.g. 1.0, or give epsilon to solve it")
-        _positive(self.clip, "user-level DP clip", "e.g. 0.5, an L2 bound on a client's update")
+        positive_real(self.clip, "user-level DP clip", "e.g. 0.5, an L2 bound on a client's update")
         if not 0 < self.target_quantile < 1:
             raise ConfigError(f"user-level DP target_quantile must be in (0, 1), got "
                               f"{self.target_quantile}; 0.5 tracks the median update norm")
-        _positive(self.clip_lr, "user-level DP clip_lr", "e.g. 0.2")
+        positive_real(self.clip_lr, "user-level DP clip_lr", "e.g. 0.2")
         if self.count_stddev is not None:
-            _positive(self.count_stddev, "user-level DP count_stddev",
+            positive_real(self.count_stddev, "user-level DP count_stddev",
                       "or leave it out for expected clients / 20")
 
 
@@ -161,7 +154,7 @@ class UserLevelDP:
 
     def restore(self, clip: float) -> None:
         """Continue from a checkpoint whose last round left the bound at ``clip``."""
-        self.clip = _positive(clip, "checkpointed user-DP clip", "the checkpoint is corrupt")
+        self.clip = positive_real(clip, "checkpointed user-DP clip", "the checkpoint is corrupt")
 
     def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
         """Poisson-sample the round's clients (each with probability q); all of them when q = 1.
