@@ -304,8 +304,10 @@ def _plan_distributed(
     from fedpriv.dp.accounting import delta_warning
     from fedpriv.dp.distributed import (
         DistributedDPSettings,
+        choose_scale,
         planned_epsilon,
         solve_noise_multiplier,
+        wraparound_probability,
     )
 
     survivors = max(1, clients_per_round - math.ceil(dropout * clients_per_round))
@@ -321,14 +323,13 @@ def _plan_distributed(
     epsilon = planned_epsilon(settings, dim=dim, expected_clients=clients_per_round,
                               rounds=rounds, delta=config.delta, min_survivors=survivors)
     warnings = [w for w in [delta_warning(config.delta, num_clients, "client")] if w]
-    from fedpriv.dp.distributed import DistributedDP
-
-    mech = DistributedDP(settings, dim=dim, expected_clients=clients_per_round, seed=0)
+    scale = choose_scale(settings, dim, clients_per_round)
     details = {
         "bits": config.bits,
         "k_stddevs": config.k_stddevs,
-        "scale": mech.scale,
-        "wraparound_probability": mech.wraparound_probability(),
+        "scale": scale,
+        "wraparound_probability": wraparound_probability(settings, dim, clients_per_round,
+                                                         scale),
         "planned_epsilon": epsilon,
         "planned_survivors": survivors,
     }

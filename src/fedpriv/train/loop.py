@@ -32,7 +32,12 @@ from fedpriv.dp.config import DPPlan
 from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
 from fedpriv.dp.user import UserDPRound, UserDPSettings, UserLevelDP
 from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
-from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
+from fedpriv.models import (
+    adapter_size,
+    get_adapter_vector,
+    set_adapter_vector,
+    trainable_parameters,
+)
 from fedpriv.protocols import (
     AggregationProtocol,
     AggregationResult,
@@ -202,7 +207,7 @@ class FederatedTrainer:
             self.dist_dp = DistributedDP(
                 DistributedDPSettings(noise_multiplier=dp.noise_multiplier, clip=dp.clip,
                                       bits=cfg.bits, k_stddevs=cfg.k_stddevs),
-                dim=sum(p.numel() for p in trainable_parameters(model)),
+                dim=adapter_size(model),
                 expected_clients=settings.clients_per_round,
                 seed=None if cfg.secure_mode else seed,
             )
