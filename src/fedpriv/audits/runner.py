@@ -77,7 +77,18 @@ class RunOutcome:
 
 
 def preflight(config: AuditConfig) -> None:
-    """Check what can be checked without loading a model; raise a FedprivError otherwise."""
+    """Check what can be checked without loading a model; raise a FedprivError otherwise.
+
+    With DP runs this builds the clients' data to solve their noise, so an
+    unreachable ε fails here, before any output.
+    """
+    _check_inputs(config)
+    if any(run.dp_config().mode in ("sample", "user") for run in config.runs):
+        plan_runs_dp(config, build_dataset(config))
+
+
+def _check_inputs(config: AuditConfig) -> None:
+    """Check the config's sources, protocols, canaries and device (no data, no model)."""
     config.data.check_source()
     known = available_protocols()
     for run in config.runs:
@@ -88,11 +99,6 @@ def preflight(config: AuditConfig) -> None:
     if config.data.canaries.per_client > 0:
         get_canary_format(config.data.canaries.format)
     pick_device(config.device)
-    if any(run.dp_config().mode in ("sample", "user") for run in config.runs):
-        # An unreachable ε fails here, before any output: the plan needs the data sizes only.
-        sizes = [len(c.members) for c in build_dataset(config).clients]
-        for run in config.runs:
-            plan_run_dp(config, run, sizes)
 
 
 def build_protocol(run: RunConfig) -> AggregationProtocol:
@@ -237,6 +243,12 @@ def _leakage(
         return {"error": f"{type(err).__name__}: {err}"}
 
 
+def plan_runs_dp(config: AuditConfig, dataset: FederatedDataset) -> dict[str, DPPlan | None]:
+    """Return every run's DP plan by name (distributed DP is planned once its model is built)."""
+    sizes = [len(c.members) for c in dataset.clients]
+    return {run.name: plan_run_dp(config, run, sizes) for run in config.runs}
+
+
 def run_audit(
     config: AuditConfig,
     out_dir: str | Path,
@@ -254,15 +266,14 @@ def run_audit(
     """
     progress = progress or AuditProgress()
     out = Path(out_dir)
-    preflight(config)
+    started = time.perf_counter()
+    _check_inputs(config)
+    dataset = build_dataset(config)
+    plans = plan_runs_dp(config, dataset)  # an unreachable ε fails before anything is written
     if not (resume or overwrite):
         refuse_unfinished_runs(config, out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     device = pick_device(config.device)
-    dataset = build_dataset(config)
-    client_sizes = [len(c.members) for c in dataset.clients]
-    plans = {run.name: plan_run_dp(config, run, client_sizes) for run in config.runs}
     model, tokenizer = load_base_model(config.model.name, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_len = config.model.max_length
@@ -281,7 +292,8 @@ def run_audit(
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
             if run.dp_config().mode == "distributed":
-                plans[run.name] = plan_run_dp(config, run, client_sizes,
+                plans[run.name] = plan_run_dp(config, run,
+                                              [len(c.members) for c in dataset.clients],
                                               adapter_dim=adapter_size(peft_model))
                 outcome.dp = plans[run.name]
             trainer = FederatedTrainer(
