@@ -65,7 +65,7 @@ class DPConfig:
     clipping: str = "per_sample"
     """sample: Opacus per-sample gradients (``per_sample``) or ghost clipping (``ghost``)."""
     secure_mode: bool = False
-    """sample: Opacus' secure_mode noise (slower); user: noise keys from the OS, not the seed."""
+    """sample: Opacus' secure_mode noise (slower); user, distributed: noise keys from the OS."""
     adaptive_clip: bool = False
     target_quantile: float = 0.5
     clip_lr: float = 0.2

@@ -290,7 +290,7 @@ class FederatedTrainer:
             losses.append(loss)
         train_s = time.perf_counter() - t0
         if not participants:  # Poisson sampling under user-level DP chose nobody
-            return self._dp_step(round_index, global_vector, participants, None, losses, train_s)
+            return self._step(round_index, global_vector, participants, None, losses, train_s)
         size = global_vector.size
         if self.user_dp is not None:
             size += self.user_dp.extra_coordinates
@@ -309,28 +309,34 @@ class FederatedTrainer:
             logger.warning("round %d aborted after %d dropouts: %s", round_index,
                            len(dropouts), err)
             return RoundOutcome(global_vector, participants, None, losses, train_s, str(err))
-        if self.user_dp is not None:
-            return self._dp_step(round_index, global_vector, participants, result, losses, train_s)
-        if self.dist_dp is not None:  # the server decodes the noised sum, fixed denominator
-            summed = self.dist_dp.server_decode(
-                self.dist_dp.residue_sum(result.aggregate, result.total_weight), round_index)
-            mean = summed / self.dist_dp.expected_clients
-            step = (self.settings.server_lr * mean).astype(global_vector.dtype)
-            return RoundOutcome(global_vector + step, participants, result, losses, train_s)
-        step = (self.settings.server_lr * result.aggregate).astype(global_vector.dtype)
-        return RoundOutcome(global_vector + step, participants, result, losses, train_s)
+        return self._step(round_index, global_vector, participants, result, losses, train_s)
 
-    def _dp_step(
+    def _step(
         self, round_index: int, global_vector: np.ndarray, participants: tuple[int, ...],
         result: AggregationResult | None, losses: list[float], train_s: float,
     ) -> RoundOutcome:
-        """Apply user-level DP's noised, fixed-denominator mean of the round's clipped updates."""
-        if self.user_dp is None:  # pragma: no cover - only called with user-level DP on
-            raise ConfigError("user-level DP step without user-level DP")
-        summed = None
-        if result is not None:  # every weight is 1: the sum is the mean times the survivors
-            summed = result.aggregate.astype(np.float64) * result.total_weight
-        mean, dp_round = self.user_dp.server_step(summed, global_vector.size, round_index)
+        """Apply ``server_lr`` times the round's mean update to the global vector.
+
+        Plain FedAvg: the protocol's weighted mean.  User-level DP: the sum of the
+        clipped updates (every weight is 1, so the mean times the survivors) plus
+        the server's noise, over the expected number of clients; ``result`` is
+        ``None`` when nobody was sampled and the server releases noise alone.
+        Distributed DP: the decoded noised sum over the expected number of clients.
+        """
+        dp_round = None
+        if self.user_dp is not None:
+            summed = None
+            if result is not None:
+                summed = result.aggregate.astype(np.float64) * result.total_weight
+            mean, dp_round = self.user_dp.server_step(summed, global_vector.size, round_index)
+        elif result is None:  # pragma: no cover - only user-level DP rounds may be empty
+            raise ConfigError("a round without participants needs user-level DP")
+        elif self.dist_dp is not None:
+            summed = self.dist_dp.server_decode(
+                self.dist_dp.residue_sum(result.aggregate, result.total_weight), round_index)
+            mean = summed / self.dist_dp.expected_clients
+        else:
+            mean = result.aggregate
         step = (self.settings.server_lr * mean).astype(global_vector.dtype)
         return RoundOutcome(global_vector + step, participants, result, losses, train_s,
                             dp_round=dp_round)
