@@ -24,3 +24,28 @@ def test_report_has_mia_and_canary_exposure(tmp_path: Path) -> None:
     row = summary_rows(report)[0]
     assert row["mia_auc"] != "—" and row["exposure"] != "—"
     assert "MIA AUC" in (tmp_path / "report.md").read_text()
+
+
+def test_inversion_and_update_mia_follow_the_protocol(tmp_path: Path) -> None:
+    d = tiny_config_dict(rounds=1, clients=3)
+    # Rank 16 on q/k/v/o: the first layer's stacked A updates have 48 rows, more than the
+    # ~20 distinct tokens of a 24-token record (DAGER's condition).
+    d["model"]["lora"] = {"rank": 16, "alpha": 32.0,  # type: ignore[index]
+                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+    d["runs"] = [{"name": "plain", "protocol": "plain"}, {"name": "secagg", "protocol": "secagg"}]
+    report = run_audit(from_mapping(AuditConfig, d), tmp_path)
+    plain, secagg = report["runs"]
+    inv_plain, inv_secagg = plain["leakage"]["inversion"], secagg["leakage"]["inversion"]
+    assert inv_plain["setting"]["kind"] == "FedSGD probe round"
+    # Plain: each client's single-record step is in the clear and DAGER reads it back.
+    assert inv_plain["observed"].startswith("client ")
+    assert len(inv_plain["observations"]) == 2
+    assert inv_plain["rouge1"] >= 0.9 and inv_plain["token_f1"] >= 0.9
+    example = inv_plain["observations"][0]["examples"][0]
+    assert not any(ch.isdigit() for ch in example["original"] + example["recovered"])  # redacted
+    # Secure aggregation: only the sum of 3 clients, whose tokens overlap the hidden size less.
+    assert inv_secagg["observed"].startswith("aggregate of 3 clients")
+    assert inv_secagg["rouge1"] < inv_plain["rouge1"]
+    # The update-level MIA needs individual updates: plain only.
+    assert plain["leakage"]["mia_update"]["observed"].startswith("client ")
+    assert "mia_update" not in secagg["leakage"]

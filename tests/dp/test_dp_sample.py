@@ -362,7 +362,8 @@ def test_train_local_dp_divides_by_expected_batch_and_uses_the_callers_generator
         train_local_dp(private, params, examples[:10], local, dp, pad_id=pad_id, device=CPU,
                        rng=np.random.default_rng(0), noise_generator=gen)
     assert built == [{
-        "lr": 2e-3, "weight_decay": 0.1, "noise_multiplier": 1.3, "max_grad_norm": 0.7,
+        "lr": 2e-3, "weight_decay": 0.1, "optimizer": "adamw", "noise_multiplier": 1.3,
+        "max_grad_norm": 0.7,
         "expected_batch_size": expected_batch,  # q·n = min(batch, n), never the realised size
         "noise_generator": gen, "secure_mode": True,
     }]

@@ -1,4 +1,4 @@
-"""Attack metrics: pure functions of attack scores and ground truth.
+r"""Attack metrics: pure functions of attack scores and ground truth.
 
 Nothing here touches a model. Membership-inference metrics take the scores an
 attack produced (higher = "member") and the true labels; exposure metrics take
@@ -18,6 +18,8 @@ Conventions:
   (the convention of Carlini et al. 2022, "Membership Inference Attacks From
   First Principles", which uses ``<`` where fedpriv uses ``<=``). With fewer
   than ``1 / target`` non-members this is the TPR at FPR 0.
+* Inversion: ROUGE-1/2/L F1 on lower-cased words (``\w+``), each true text
+  matched to one recovered text; token precision/recall on token-id sets.
 * Exposure (Carlini et al. 2019, "The Secret Sharer"): ``log2 |R| - log2 rank``
   for a candidate space ``R``; rank 1 = the most likely candidate, so exposure
   runs from 0 to ``log2 |R|``.
@@ -26,6 +28,8 @@ Conventions:
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,7 @@ from fedpriv.errors import DataError
 
 __all__ = [
     "ExposureEstimate",
+    "InversionScore",
     "MIAResult",
     "SkewNormalFit",
     "evaluate_mia",
@@ -44,10 +49,15 @@ __all__ = [
     "exposure_sampled",
     "fit_skew_normal",
     "mia_report",
+    "redact",
     "roc_auc",
     "roc_curve",
     "roc_points",
+    "rouge_l",
+    "rouge_n",
+    "score_inversion",
     "tpr_at_fpr",
+    "words",
 ]
 
 _LN2 = math.log(2.0)
@@ -524,3 +534,121 @@ def fit_skew_normal(
         fit(samples[rng.integers(0, samples.size, size=samples.size)]) for _ in range(bootstrap)
     )
     return SkewNormalFit(params=fit(samples), bootstrap_params=boot, samples=samples.size)
+
+
+# --------------------------------------------------------------------------- inversion
+
+_WORD = re.compile(r"\w+")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_DIGIT = re.compile(r"\d")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens of ``text`` (the unit of the ROUGE scores)."""
+    return _WORD.findall(text.lower())
+
+
+def _f1(overlap: float, n_candidate: int, n_reference: int) -> float:
+    if overlap == 0 or n_candidate == 0 or n_reference == 0:
+        return 0.0
+    precision, recall = overlap / n_candidate, overlap / n_reference
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_n(candidate: str, reference: str, n: int = 1) -> float:
+    """ROUGE-N F1 of ``candidate`` against ``reference`` (clipped n-gram overlap of words)."""
+    if n < 1:
+        raise DataError(f"ROUGE-N needs n >= 1, got {n}")
+
+    def grams(text: str) -> Counter[tuple[str, ...]]:
+        toks = words(text)
+        return Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+
+    cand, ref = grams(candidate), grams(reference)
+    overlap = sum((cand & ref).values())
+    return _f1(overlap, sum(cand.values()), sum(ref.values()))
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1: longest common subsequence of words over each text's length."""
+    a, b = words(candidate), words(reference)
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        row = [0]
+        for j, y in enumerate(b):
+            row.append(prev[j] + 1 if x == y else max(prev[j + 1], row[j]))
+        prev = row
+    return _f1(prev[-1], len(a), len(b))
+
+
+def redact(text: str) -> str:
+    """Mask the personal fields of a text for reports: e-mail addresses, then every digit."""
+    return _DIGIT.sub("#", _EMAIL.sub("[email]", text))
+
+
+@dataclass(frozen=True)
+class InversionScore:
+    """How much of a batch an inversion attack recovered (see :func:`score_inversion`)."""
+
+    rouge1: float
+    rouge2: float
+    rougeL: float
+    token_precision: float
+    token_recall: float
+    token_f1: float
+    exact_rate: float
+    n_sequences: int
+    n_recovered: int
+    examples: tuple[tuple[str, str], ...] = ()
+    """``(original, recovered)`` pairs, redacted."""
+
+    def to_report(self) -> dict[str, Any]:
+        """JSON-ready dict (the report's ``leakage.inversion`` scores)."""
+        out = {k: getattr(self, k) for k in (
+            "rouge1", "rouge2", "rougeL", "token_precision", "token_recall", "token_f1",
+            "exact_rate", "n_sequences", "n_recovered")}
+        out["examples"] = [{"original": o, "recovered": r} for o, r in self.examples]
+        return out
+
+
+def score_inversion(
+    recovered: Sequence[str], truth: Sequence[str], *,
+    recovered_tokens: Sequence[int] = (), true_tokens: Sequence[int] = (),
+    examples: int = 3, redacted: bool = True,
+) -> InversionScore:
+    """Score recovered texts against the batch's true texts.
+
+    Each true text is matched to at most one recovered text (the assignment that
+    maximises the summed ROUGE-1, Hungarian algorithm); ROUGE-1/2/L F1 are
+    averaged over the *true* texts, an unmatched one counting 0, so extra guesses
+    cost nothing and missing texts count fully.  Token precision/recall/F1 compare
+    the recovered and true token-id sets; ``exact_rate`` is the fraction of true
+    texts recovered word for word.
+    """
+    if not truth:
+        raise DataError("score_inversion needs at least one true text")
+    n, m = len(truth), len(recovered)
+    matched: list[tuple[int, int]] = []
+    if m:
+        from scipy.optimize import linear_sum_assignment
+
+        gain = np.array([[rouge_n(r, t, 1) for r in recovered] for t in truth])
+        rows, cols = linear_sum_assignment(-gain)
+        matched = list(zip(rows.tolist(), cols.tolist(), strict=True))
+    r1 = sum(rouge_n(recovered[j], truth[i], 1) for i, j in matched) / n
+    r2 = sum(rouge_n(recovered[j], truth[i], 2) for i, j in matched) / n
+    rl = sum(rouge_l(recovered[j], truth[i]) for i, j in matched) / n
+    exact = sum(words(recovered[j]) == words(truth[i]) for i, j in matched) / n
+    rec_set, true_set = set(recovered_tokens), set(true_tokens)
+    tp = len(rec_set & true_set)
+    precision = tp / len(rec_set) if rec_set else 0.0
+    recall = tp / len(true_set) if true_set else 0.0
+    f1 = _f1(tp, len(rec_set), len(true_set))
+    show = (lambda s: redact(s)) if redacted else (lambda s: s)
+    pairs = tuple((show(truth[i]), show(recovered[j])) for i, j in matched[:examples])
+    return InversionScore(
+        rouge1=r1, rouge2=r2, rougeL=rl, token_precision=precision, token_recall=recall,
+        token_f1=f1, exact_rate=exact, n_sequences=n, n_recovered=m, examples=pairs,
+    )

@@ -129,6 +129,8 @@ class FederationConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    optimizer: str = "adamw"
+    """Clients' local optimiser: ``adamw`` or ``sgd`` (FedSGD with one local step)."""
     server_lr: float = 1.0
     eval_every: int = 1
     eval_batch_size: int = 32
@@ -160,6 +162,8 @@ class FederationConfig:
                f"federation.weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.max_grad_norm is None or self.max_grad_norm > 0,
                f"federation.max_grad_norm must be > 0 (or left out), got {self.max_grad_norm}")
+        _check(self.optimizer in ("adamw", "sgd"),
+               f"federation.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         _check(self.server_lr > 0, f"federation.server_lr must be > 0, got {self.server_lr}")
         _check(self.eval_every >= 1, f"federation.eval_every must be >= 1, got {self.eval_every}")
         _check(0 <= self.dropout < 1,

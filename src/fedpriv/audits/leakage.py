@@ -7,13 +7,25 @@ of the clients) and non-members (their held-out records), both drawn with a
 fixed seed, with every score of :func:`fedpriv.attacks.mia.mia_scores` (loss,
 zlib, Min-K%, base-model reference); the labels only reach the metrics.
 Canary exposure ranks each planted canary among its format's candidates.
-Attacks on what the *server* saw (inversion of the ServerView) come with the
-inversion attacks.
+
+What the *server* saw is attacked too:
+
+* ``mia_update``: where the last round's view holds individual updates
+  (``plain``), one client's members against its non-members by the loss change
+  its update causes (:func:`fedpriv.attacks.mia.update_loss_change`).
+* ``inversion``: a FedSGD probe round -- every client takes one SGD step on its
+  first :data:`PROBE_BATCH` record(s), cut to :data:`PROBE_LENGTH` tokens, from
+  the final global adapter, through the run's protocol and DP -- and DAGER on
+  what the server observes: each client's update under ``plain``, the
+  aggregate under secure aggregation (the noised one under distributed DP).
+  The probe is a measurement, not a release: it is not trained on and not in
+  the privacy accounting.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,10 +34,13 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedpriv.attacks.canary import canary_exposures, canary_report
-from fedpriv.attacks.metrics import evaluate_mia, mia_report
-from fedpriv.attacks.mia import mia_scores, sequence_scores
+from fedpriv.attacks.inversion import DagerSettings, dager
+from fedpriv.attacks.metrics import evaluate_mia, mia_report, score_inversion
+from fedpriv.attacks.mia import client_update, mia_scores, sequence_scores, update_loss_change
 from fedpriv.data import FederatedDataset
-from fedpriv.train.batching import encode_texts
+from fedpriv.protocols import ServerView
+from fedpriv.train.batching import TokenIds, encode_texts
+from fedpriv.train.loop import FederatedTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +96,110 @@ def measure_leakage(
                                      max_length=max_length)
         leakage["canary"] = canary_report(exposures, observation="final global model")
     return leakage
+
+
+PROBE_BATCH = 1
+"""Records per client in the inversion probe's FedSGD step."""
+PROBE_LENGTH = 24
+"""Tokens per probe record (the first ones)."""
+PROBE_LR = 0.1
+"""The probe step's SGD learning rate."""
+MAX_ATTACKED_CLIENTS = 2
+"""Individual updates attacked per run (each costs a DAGER run)."""
+
+
+def measure_update_mia(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, dataset: FederatedDataset,
+    view: ServerView, global_vector: np.ndarray, *, max_length: int, device: torch.device,
+) -> dict[str, Any] | None:
+    """Membership of one client's records from its update in ``view``; ``None`` if hidden.
+
+    The first surviving client with both members and non-members is attacked:
+    its training records against its held-out ones, scored by the loss drop
+    from the round's global adapter to global + its update.
+    """
+    if view.individual_updates is None:
+        return None
+    size = global_vector.size
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for client in view.survivors:
+        data = dataset.clients[client]
+        members = [r.text for r in data.member_records]  # canaries aside
+        nonmembers = [r.text for r in data.nonmember_records]
+        n = min(len(members), len(nonmembers), MAX_MIA_EXAMPLES)
+        if n == 0:
+            continue
+        texts = members[:n] + nonmembers[:n]
+        labels = np.array([True] * n + [False] * n)
+        update = client_update(view, client)[:size]  # user-level DP appends a clip bit
+        scores = update_loss_change(model, global_vector, update,
+                                    encode_texts(tokenizer, texts, max_length),
+                                    pad_id=pad_id, device=device)
+        observation = f"client {client}'s update in round {view.round} ({view.protocol})"
+        return mia_report([evaluate_mia("loss_change", observation, scores, labels)])
+    return None
+
+
+def _observations(view: ServerView, trainer: FederatedTrainer,
+                  clients: dict[int, list[TokenIds]]) -> list[tuple[str, np.ndarray,
+                                                               list[TokenIds]]]:
+    """Return what the server saw of the probe round: (description, update, true batch)."""
+    if view.individual_updates is not None:
+        picked = [c for c in view.survivors if clients.get(c)][:MAX_ATTACKED_CLIENTS]
+        return [(f"client {c}'s update ({view.protocol}: the server sees each update)",
+                 np.asarray(view.individual_updates[c], dtype=np.float64), clients[c])
+                for c in picked]
+    aggregate = np.asarray(view.aggregate, dtype=np.float64)
+    if trainer.dist_dp is not None and view.total_weight is not None:
+        mech = trainer.dist_dp
+        aggregate = mech.server_decode(mech.residue_sum(view.aggregate, view.total_weight),
+                                       view.round)
+    truth = [ex for c in view.survivors for ex in clients.get(c, [])]
+    return [(f"aggregate of {len(view.survivors)} clients ({view.protocol}: only the sum is "
+             "revealed)", aggregate, truth)]
+
+
+def _text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    return str(tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+def measure_inversion(
+    trainer: FederatedTrainer, tokenizer: PreTrainedTokenizerBase, dataset: FederatedDataset,
+    global_vector: np.ndarray, *, seed: int,
+) -> dict[str, Any]:
+    """Run the FedSGD inversion probe through ``trainer``'s protocol and DP; DAGER on its view.
+
+    ``trainer`` is a :class:`FederatedTrainer` built on the probe's client batches
+    with one SGD step as local training (:func:`probe_trainer` in the runner).
+    """
+    outcome = trainer.probe_round(global_vector)
+    setting = {"kind": "FedSGD probe round", "records_per_client": PROBE_BATCH,
+               "tokens_per_record": PROBE_LENGTH, "lr": PROBE_LR, "attack": "dager"}
+    if outcome.result is None:
+        return {"attack": "dager", "setting": setting, "observed": "nothing (round aborted)",
+                "error": outcome.aborted or "no client took part"}
+    clients = {c: list(trainer.client_examples[c]) for c in range(len(dataset.clients))}
+    results = []
+    for description, update, batch in _observations(outcome.result.view, trainer, clients):
+        recovery = dager(
+            trainer.model, update, global_vector=global_vector, observation=description,
+            bos_token_id=tokenizer.bos_token_id, batch_size=len(batch),
+            settings=DagerSettings(max_length=PROBE_LENGTH, time_limit_s=60.0),
+        )
+        score = score_inversion(
+            [_text(tokenizer, s) for s in recovery.sequences],
+            [_text(tokenizer, s) for s in batch],
+            recovered_tokens=recovery.token_ids,
+            true_tokens=sorted({t for s in batch for t in s}),
+        )
+        entry = {"observed": description, **score.to_report(),
+                 "seconds": round(recovery.seconds, 3),
+                 "span_usable": bool(recovery.conditions.get("token_test_usable")),
+                 "sequence_groups": len(recovery.conditions.get("sequence_groups", []))}
+        results.append(entry)
+    block: dict[str, Any] = {"attack": "dager", "setting": setting, "observations": results}
+    for key in ("rouge1", "rouge2", "rougeL", "token_f1", "exact_rate"):
+        block[key] = float(np.mean([r[key] for r in results])) if results else 0.0
+    block["exact"] = block["exact_rate"]
+    block["observed"] = results[0]["observed"] if results else "nothing"
+    return block

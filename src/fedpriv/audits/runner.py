@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,14 @@ import numpy as np
 import torch
 
 from fedpriv.audits.config import AuditConfig, RunConfig, to_dict
-from fedpriv.audits.leakage import measure_leakage
+from fedpriv.audits.leakage import (
+    PROBE_BATCH,
+    PROBE_LENGTH,
+    PROBE_LR,
+    measure_inversion,
+    measure_leakage,
+    measure_update_mia,
+)
 from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.report import build_report, write_report
 from fedpriv.data import (
@@ -46,6 +54,7 @@ from fedpriv.models import (
     attach_lora,
     load_base_model,
     pick_device,
+    set_adapter_vector,
 )
 from fedpriv.protocols import AggregationProtocol
 from fedpriv.protocols import available as available_protocols
@@ -179,6 +188,7 @@ def federation_settings(config: AuditConfig) -> FederationSettings:
         local=LocalTrainingSettings(
             batch_size=fed.batch_size, lr=fed.lr, steps=fed.local_steps, epochs=fed.local_epochs,
             weight_decay=fed.weight_decay, max_grad_norm=fed.max_grad_norm,
+            optimizer=fed.optimizer,
         ),
         server_lr=fed.server_lr,
         dropout=fed.dropout,
@@ -230,17 +240,54 @@ def spent_distributed(
     return replace(plan, epsilon=spent)
 
 
+def probe_trainer(
+    config: AuditConfig, run: RunConfig, model: Any, tokenizer: Any, dataset: FederatedDataset,
+    plan: DPPlan | None, device: torch.device,
+) -> FederatedTrainer:
+    """Build the inversion probe: first record(s) per client, one SGD step, run's protocol/DP."""
+    examples = [
+        encode_texts(tokenizer, [r.text for r in c.member_records][:PROBE_BATCH], PROBE_LENGTH)
+        for c in dataset.clients
+    ]
+    settings = replace(
+        federation_settings(config), rounds=1, dropout=0.0, keep_views="last",
+        local=LocalTrainingSettings(batch_size=PROBE_BATCH, lr=PROBE_LR, steps=1,
+                                    optimizer="sgd", max_grad_norm=None),
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return FederatedTrainer(model, examples, [], build_protocol(run), settings, pad_id=pad_id,
+                            device=device, seed=config.seed + 1, dp=plan)
+
+
 def _leakage(
     model: Any, tokenizer: Any, dataset: FederatedDataset, config: AuditConfig,
-    device: torch.device, run: RunConfig,
+    device: torch.device, run: RunConfig, training: TrainingResult, plan: DPPlan | None,
 ) -> dict[str, Any]:
     """Measure the run's leakage; an attack that fails is recorded, the run still counts."""
-    try:
-        return measure_leakage(model, tokenizer, dataset, max_length=config.model.max_length,
-                               device=device, seed=config.seed)
-    except (FedprivError, RuntimeError, ValueError) as err:
-        logger.error("run '%s': leakage measurement failed: %s", run.name, err)
-        return {"error": f"{type(err).__name__}: {err}"}
+    leakage: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("model", lambda: leakage.update(measure_leakage(
+            model, tokenizer, dataset, max_length=config.model.max_length, device=device,
+            seed=config.seed))),
+    ]
+    if training.views and training.view_globals:
+        steps.append(("mia_update", lambda: measure_update_mia(
+            model, tokenizer, dataset, training.views[-1], training.view_globals[-1],
+            max_length=config.model.max_length, device=device)))
+    steps.append(("inversion", lambda: measure_inversion(
+        probe_trainer(config, run, model, tokenizer, dataset, plan, device), tokenizer,
+        dataset, training.global_vector, seed=config.seed)))
+    for name, step in steps:
+        try:
+            value = step()
+        except (FedprivError, RuntimeError, ValueError) as err:
+            logger.error("run '%s': leakage measurement '%s' failed: %s", run.name, name, err)
+            leakage.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+            continue
+        if name != "model" and value is not None:
+            leakage[name] = value
+    set_adapter_vector(model, training.global_vector)
+    return leakage
 
 
 def plan_runs_dp(config: AuditConfig, dataset: FederatedDataset) -> dict[str, DPPlan | None]:
@@ -310,7 +357,8 @@ def run_audit(
             if trainer.dist_dp is not None and outcome.dp is not None:
                 outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
                                                outcome.training.history)
-            outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run)
+            outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run,
+                                       outcome.training, outcome.dp)
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")

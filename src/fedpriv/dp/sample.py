@@ -57,7 +57,12 @@ from torch import nn
 from fedpriv.dp.config import CLIPPING_MODES
 from fedpriv.errors import ConfigError, DataError, ModelError
 from fedpriv.train.batching import TokenIds, collate
-from fedpriv.train.local import LocalResult, LocalTrainingSettings, autocast_context
+from fedpriv.train.local import (
+    LocalResult,
+    LocalTrainingSettings,
+    autocast_context,
+    make_optimizer,
+)
 
 __all__ = [
     "CLIPPING_MODES", "PrivateModel", "SampleDPSettings", "check_model_supported",
@@ -363,10 +368,13 @@ class PrivateModel:
     # -- optimiser and backward -----------------------------------------------------
     def _dp_optimizer(
         self, params: Sequence[nn.Parameter], *, lr: float, weight_decay: float,
-        noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
+        optimizer: str = "adamw", noise_multiplier: float, max_grad_norm: float,
+        expected_batch_size: int,
         noise_generator: torch.Generator | None, secure_mode: bool = False,
     ) -> Any:
-        """Return a fresh Opacus DP optimiser over AdamW for ``params`` (all trainable ones).
+        """Return a fresh Opacus DP optimiser over ``optimizer`` (AdamW or SGD) for ``params``.
+
+        ``params`` must be all the model's trainable parameters.
 
         ``noise_multiplier`` is taken as given (0 switches the noise off: tests only).
         """
@@ -380,7 +388,7 @@ class PrivateModel:
                 "the gradient of all of them together); pass trainable_parameters(model), and "
                 "freeze anything else"
             )
-        base = torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
+        base = make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
         cls = DPOptimizerFastGradientClipping if self.settings.clipping == "ghost" else DPOptimizer
         # "mean": divide the noised clipped sum by the fixed expected batch size q·n.
         return cls(base, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
@@ -463,7 +471,7 @@ def train_local_dp(
     q = local_sample_rate(settings.batch_size, n)
     steps = local_dp_steps(settings, n)
     optimizer = private._dp_optimizer(
-        params, lr=settings.lr, weight_decay=settings.weight_decay,
+        params, lr=settings.lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
         expected_batch_size=min(settings.batch_size, n),  # = q·n exactly
         noise_generator=noise_generator, secure_mode=dp.secure_mode,

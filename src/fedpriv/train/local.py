@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedpriv.errors import ConfigError
 from fedpriv.train.batching import TokenIds, collate, eval_batches, training_batches
 
 
@@ -29,6 +30,26 @@ class LocalTrainingSettings:
     epochs: int | None = None
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    optimizer: str = "adamw"
+    """``"adamw"`` (default) or ``"sgd"`` (plain gradient steps: FedSGD with one step)."""
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in LOCAL_OPTIMIZERS:
+            raise ConfigError(
+                f"local optimizer must be one of {LOCAL_OPTIMIZERS}, got {self.optimizer!r}"
+            )
+
+
+LOCAL_OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(
+    name: str, params: Sequence[nn.Parameter], *, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """Return a fresh local optimiser: AdamW, or SGD without momentum."""
+    if name == "sgd":
+        return torch.optim.SGD(list(params), lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
 
 
 @dataclass(frozen=True)
@@ -60,12 +81,14 @@ def train_local(
 ) -> LocalResult:
     """Train ``params`` of ``model`` on ``examples``.
 
-    Federated clients are stateless: each call makes a fresh AdamW unless an
-    ``optimizer`` is passed (the benchmark's single-model baseline keeps one).
+    Federated clients are stateless: each call makes a fresh optimiser
+    (``settings.optimizer``) unless one is passed (the benchmark's single-model
+    baseline keeps one).
     """
     model.train()
     if optimizer is None:
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        optimizer = make_optimizer(settings.optimizer, params, lr=settings.lr,
+                                   weight_decay=settings.weight_decay)
     total_loss, steps, seen = 0.0, 0, 0
     for chunk in training_batches(
         examples, batch_size=settings.batch_size, steps=settings.steps,

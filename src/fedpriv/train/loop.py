@@ -17,9 +17,10 @@ same clients and batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,8 @@ class TrainingResult:
     base_eval: EvalResult
     final_eval: EvalResult
     views: list[ServerView] = field(default_factory=list)
+    view_globals: list[np.ndarray] = field(default_factory=list)
+    """The global adapter each kept view's round started from (what the server sent)."""
     wall_s: float = 0.0
     resumed_from_round: int | None = None
 
@@ -374,8 +377,24 @@ class FederatedTrainer:
         sample-level DP the model is wrapped for per-sample gradients for the
         run and unwrapped afterwards, whatever happens.
         """
-        if self.dp is None or self.dp.mode != "sample":
+        with self._sample_dp():
             return self._run(resume, on_start, on_round_end)
+
+    def probe_round(self, global_vector: np.ndarray, round_index: int = 0) -> RoundOutcome:
+        """One round from ``global_vector`` outside the loop: no evaluation, checkpoint or history.
+
+        The audit's attacks use it to see what the protocol (and DP) reveal of
+        one round of the trainer's local settings (e.g. a FedSGD step).
+        """
+        with self._sample_dp():
+            return self.train_round(round_index, global_vector)
+
+    @contextlib.contextmanager
+    def _sample_dp(self) -> Iterator[None]:
+        """Under sample-level DP, wrap the model for per-sample gradients inside; else nothing."""
+        if self.dp is None or self.dp.mode != "sample":
+            yield
+            return
         from fedpriv.dp.sample import PrivateModel, SampleDPSettings
 
         cfg = self.dp.config
@@ -384,7 +403,7 @@ class FederatedTrainer:
             clipping=cfg.clipping, secure_mode=cfg.secure_mode,
         ))
         try:
-            return self._run(resume, on_start, on_round_end)
+            yield
         finally:
             self._private.close()
             self._private = None
@@ -424,15 +443,18 @@ class FederatedTrainer:
         if on_start is not None:
             on_start(first_round)
         views: list[ServerView] = []
+        view_globals: list[np.ndarray] = []
         last_eval: EvalResult | None = None
         for r in range(first_round, self.settings.rounds):
             t_round = time.perf_counter()
+            before = global_vector
             outcome = self.train_round(r, global_vector)
             global_vector, result = outcome.global_vector, outcome.result
             if result is not None and self.settings.keep_views == "all":
                 views.append(result.view)
+                view_globals.append(before)
             elif result is not None and self.settings.keep_views == "last":
-                views = [result.view]
+                views, view_globals = [result.view], [before]
             last = r == self.settings.rounds - 1
             last_eval = None
             if last or (r + 1) % self.settings.eval_every == 0:
@@ -480,6 +502,7 @@ class FederatedTrainer:
             base_eval=base_eval,
             final_eval=last_eval,
             views=views,
+            view_globals=view_globals,
             wall_s=elapsed_before + time.perf_counter() - start,
             resumed_from_round=first_round if ckpt is not None else None,
         )
