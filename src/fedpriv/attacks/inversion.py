@@ -46,7 +46,12 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from fedpriv.errors import DataError, ModelError
-from fedpriv.models import get_adapter_vector, set_adapter_vector, trainable_parameters
+from fedpriv.models import (
+    adapter_names,
+    get_adapter_vector,
+    set_adapter_vector,
+    trainable_parameters,
+)
 
 __all__ = [
     "DagerSettings", "InversionRecovery", "LoraModule", "SpanTest", "TagSettings", "dager",
@@ -632,7 +637,7 @@ def token_set_from_embeddings(model: PeftModel, update: np.ndarray) -> list[int]
     found: set[int] = set()
     emb = model.get_input_embeddings()
     vocab = int(emb.weight.shape[0])
-    for name, param in zip(_entry_names(model), trainable_parameters(model), strict=True):
+    for name, param in zip(adapter_names(model), trainable_parameters(model), strict=True):
         n = param.numel()
         part = vector[offset:offset + n].reshape(tuple(param.shape))
         offset += n
@@ -641,12 +646,6 @@ def token_set_from_embeddings(model: PeftModel, update: np.ndarray) -> list[int]
         elif "embed_tokens" in name and part.ndim == 2 and part.shape[0] == vocab:
             found.update(int(i) for i in np.nonzero(np.abs(part).sum(axis=1))[0])
     return sorted(found)
-
-
-def _entry_names(model: PeftModel) -> list[str]:
-    from fedpriv.models import adapter_names
-
-    return adapter_names(model)
 
 
 # ----------------------------------------------------------------- TAG / LAMP
