@@ -1,4 +1,4 @@
-"""The ``fedpriv`` command line (Typer): ``audit``, ``presets``, ``protocols``.
+"""The ``fedpriv`` command line (Typer): audit, sweep, report, presets, protocols.
 
 The CLI owns the terminal: progress bars go to stderr, tables and ``--json``
 output to stdout.  Exit codes: 0 ok, 2 bad input (one line on stderr, no
@@ -21,11 +21,13 @@ from rich.table import Table
 
 from fedpriv import __version__
 from fedpriv.audits.progress import AuditProgress
+from fedpriv.audits.sweep import SweepProgress
 from fedpriv.errors import FedprivError
 
 if TYPE_CHECKING:
     from fedpriv.audits.config import RunConfig
     from fedpriv.audits.runner import RunOutcome
+    from fedpriv.audits.sweep import SweepCell
     from fedpriv.train.loop import RoundRecord
 
 app = typer.Typer(
@@ -36,7 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output is not wrapped at 80 columns: the run table is wider than that.
-out_console = Console(width=None if sys.stdout.isatty() else 120)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -152,6 +154,12 @@ def audit(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or table.")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="Where each round's protocol messages travel: 'inprocess' (the "
+                          "driver) or 'flower' (Flower's Message API; pip install "
+                          "'fedpriv[flower]')."),
+    ] = "inprocess",
 ) -> None:
     """Fine-tune and measure each configuration; write OUT/report.json and OUT/report.md."""
     from fedpriv.audits.config import apply_overrides, load_config, load_preset, override_runs
@@ -180,6 +188,11 @@ def audit(
         cfg = override_runs(apply_overrides(cfg, **overrides), protocol=protocol, dp=dp,
                             epsilon=epsilon)
         from fedpriv.audits.runner import preflight, run_audit
+
+        if engine == "flower":
+            from fedpriv.integrations.flower import run_audit_on_flower as run_audit
+        elif engine != "inprocess":
+            raise _fail(f"--engine must be 'inprocess' or 'flower', got {engine!r}")
 
         preflight(cfg)  # run_audit checks again; here so bad input fails before any output
         show = not (quiet or as_json)
@@ -210,6 +223,174 @@ def audit(
         raise typer.Exit(1)
 
 
+@app.command(name="report")
+def report_command(
+    out: Annotated[Path, typer.Argument(help="An audit's output directory (holds report.json).")],
+    redact: Annotated[
+        bool, typer.Option("--redact/--no-redact",
+                           help="Mask e-mail addresses and digits in the inversion texts.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the written paths as a JSON list.")
+    ] = False,
+) -> None:
+    """Redraw OUT/report.md and the plots (frontier, ROC, inversion) from OUT/report.json."""
+    import jsonschema
+
+    from fedpriv.audits.plots import PLOT_FILES, write_plots
+    from fedpriv.audits.report import validate_report, write_markdown
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    source = out / "report.json"
+    if not out.is_dir():
+        raise _fail(f"'{out}' is not a directory; give the --out directory of an audit")
+    if not source.is_file():
+        raise _fail(f"'{source}' does not exist; run `fedpriv audit --out {out}` first")
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+        validate_report(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _fail(f"cannot read '{source}': {err}") from None
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise _fail(f"'{source}' is not a valid fedpriv report: {err.message} at {where}") \
+            from None
+    written = [write_markdown(out, data), *write_plots(data, out, redact=redact)]
+    missing = [name for name in PLOT_FILES if out / name not in written]
+    if as_json:
+        sys.stdout.write(json.dumps([str(p) for p in written]) + "\n")
+    else:
+        for path in written:
+            out_console.print(str(path), highlight=False, soft_wrap=True)
+    if missing:
+        err_console.print(f"[yellow]not drawn:[/] {', '.join(missing)} (see the warnings above)",
+                          highlight=False)
+
+
+class _RichSweepProgress(SweepProgress):
+    """Draws a bar over the grid's cells and, below it, the bars of the running cell's runs."""
+
+    def __init__(self, bars: Progress, total: int, done: int) -> None:
+        self.bars = bars
+        self.task = bars.add_task("cells", total=total, completed=done, ppl="")
+        self.runs = _RichProgress(bars)
+
+    def cell_started(self, cell: SweepCell, index: int, total: int) -> None:
+        self.bars.update(self.task, description=f"cell {cell.label}")
+        self.runs = _RichProgress(self.bars)
+
+    def audit_progress(self, cell: SweepCell) -> AuditProgress:
+        return self.runs
+
+    def cell_finished(self, cell: SweepCell, record: dict[str, Any]) -> None:
+        for task in self.runs.tasks.values():
+            self.bars.remove_task(task)
+        self.bars.update(self.task, advance=1)
+        if record["status"] != "ok" and not record["runs"]:  # failed runs are shown already
+            self.bars.console.print(f"[red]cell {cell.label} failed:[/] {record['error']}",
+                                    highlight=False)
+
+
+def _sweep_table(summary: dict[str, Any]) -> Table:
+    from fedpriv.audits.report import summary_rows
+
+    table = Table(title=f"fedpriv sweep — {summary['config_name']}", box=box.SIMPLE_HEAD)
+    table.add_column("cell", overflow="fold")
+    table.add_column("run", no_wrap=True)
+    for title in ("ε", "ppl", "MIA AUC"):
+        table.add_column(title, justify="right", no_wrap=True)
+    for cell in summary["cells"]:
+        rows = summary_rows({"runs": cell["runs"]})
+        if not rows:
+            table.add_row(cell["label"], "—", "—", "—", "—", style="red")
+        for row in rows:
+            table.add_row(cell["label"], row["run"], row["epsilon"], row["perplexity"],
+                          row["mia_auc"], style=None if row["status"] == "ok" else "red")
+    return table
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Audit config (TOML) every cell starts from.")],
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option("--grid", metavar="KEY=v1,v2",
+                     help="A dotted config key and its values, e.g. federation.lr=1e-3,3e-3, "
+                          "model.lora.rank=4,8, seed=0,1; runs.KEY sets every run: "
+                          "runs.epsilon=1,3,8, runs.dp=none,sample, runs.protocol=plain,secagg+. "
+                          "Repeat for more axes: every combination is one cell."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("fedpriv-sweep"),
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run again the cells recorded as failed.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print sweep.json to stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+) -> None:
+    """Audit every combination of the --grid values; write OUT/sweep.json and frontier.png.
+
+    Each cell is an audit in OUT/cells/<id>/.  A finished cell is appended to
+    OUT/sweep.jsonl at once, so after Ctrl-C (exit 130) the same command skips
+    the finished cells and runs the rest.
+    """
+    from fedpriv.audits.config import load_config
+    from fedpriv.audits.sweep import (
+        LEDGER_NAME,
+        SUMMARY_NAME,
+        parse_grid,
+        prepare_sweep,
+        run_sweep,
+    )
+
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ledger = out / LEDGER_NAME
+    try:
+        cfg = load_config(config)
+        axes = parse_grid(grid or [])
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # our own bars own the terminal
+        plan = prepare_sweep(cfg, axes, out, retry_failed=retry_failed)
+        skipped = len(plan.finished)
+        if skipped and not quiet:
+            err_console.print(f"skipping {skipped} finished cell{'' if skipped == 1 else 's'} "
+                              f"(recorded in {ledger})", highlight=False)
+        if not (quiet or as_json):
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[ppl]}"), TimeElapsedColumn(),
+                console=err_console, transient=False,
+            ) as bars:
+                shape = " × ".join(f"{len(a.values)} {a.key}" for a in axes)
+                err_console.print(f"fedpriv sweep '{cfg.name}': {len(plan.cells)} cells "
+                                  f"({shape}), {len(plan.pending)} to run → {out}/",
+                                  highlight=False)
+                summary = run_sweep(plan, progress=_RichSweepProgress(
+                    bars, total=len(plan.cells), done=skipped))
+        else:
+            summary = run_sweep(plan)
+    except FedprivError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; the finished cells are kept in {ledger} — re-run the same "
+                    "command to continue with the others", code=130) from None
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    elif not quiet:
+        out_console.print(_sweep_table(summary))
+        for cell in summary["cells"]:
+            if cell["status"] != "ok":
+                out_console.print(f"[red]cell {cell['label']} failed:[/] {cell['error']}",
+                                  highlight=False)
+        written = [out / SUMMARY_NAME, ledger]
+        if summary["frontier"]:
+            written.append(out / summary["frontier"])
+        out_console.print(f"sweep: {', '.join(map(str, written))}", highlight=False)
+    if any(cell["status"] != "ok" for cell in summary["cells"]):
+        raise typer.Exit(1)
+
+
 @app.command()
 def presets() -> None:
     """List the shipped audit presets."""
@@ -225,22 +406,40 @@ def presets() -> None:
 def protocols(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the aggregation protocols and their threat models."""
+    """List the aggregation protocols, their threat models and their measured cost per round."""
     from dataclasses import asdict
 
     from fedpriv.protocols import available, describe
+    from fedpriv.protocols.costs import measured_cost
 
     infos = [describe(name) for name in available()]
+    costs = {i.name: measured_cost(i.name) for i in infos}
     if as_json:
-        sys.stdout.write(json.dumps([asdict(i) for i in infos], indent=2) + "\n")
+        entries = []
+        for i in infos:
+            cost = costs[i.name]
+            entries.append({**asdict(i), "measured_cost": None if cost is None else cost.to_dict()})
+        sys.stdout.write(json.dumps(entries, indent=2) + "\n")
         return
-    table = Table(title="fedpriv protocols")
+    table = Table(title="fedpriv protocols", caption="cost of one round in the last benchmark "
+                  "run (n clients, L float32 coordinates): seconds of one client's and of the "
+                  "server's protocol work, and bytes one client uploads (× a float32 upload)")
     for col in ("name", "threat model", "reveals individual updates", "dropouts"):
         table.add_column(col)
+    for col in ("client s", "server s", "up / client"):
+        table.add_column(col, justify="right")
+    table.add_column("measured at")
     for i in infos:
         d = asdict(i)
+        cost = costs[i.name]
+        measured = ["—"] * 4 if cost is None else [
+            f"{cost.client_s:.3g}", f"{cost.server_s:.3g}",
+            f"{cost.bytes_up_per_client / 1e6:.1f} MB "
+            f"({cost.bytes_up_per_client / (4 * cost.vector_size):.2f}×)",
+            f"n={cost.clients}, L={cost.vector_size:,}; {Path(cost.source).name} {cost.date}",
+        ]
         table.add_row(d["name"], d["threat_model"], str(d["reveals_individual_updates"]),
-                      d["dropout_tolerance"])
+                      d["dropout_tolerance"], *measured)
     out_console.print(table)
 
 

@@ -25,6 +25,29 @@ def test_presets_load_and_round_trip() -> None:
         assert from_mapping(AuditConfig, to_dict(cfg)) == cfg
 
 
+def test_shipped_presets_pass_preflight() -> None:
+    """Every preset (gpu on CPU here) is valid down to its DP plans; default is the issue's five."""
+    from fedpriv.audits.runner import preflight
+
+    assert {"default", "quick", "dp", "gpu"} <= set(available_presets())
+    for name in available_presets():
+        preflight(apply_overrides(load_preset(name), device="cpu"))
+    default = load_preset("default")
+    assert [(r.protocol, r.dp, r.epsilon) for r in default.runs] == [
+        ("plain", "none", None), ("secagg+", "none", None), ("plain", "sample", 8.0),
+        ("secagg+", "user", 3.0), ("ckks", "none", None)]
+    assert default.attacks.epsilon_canaries > 0 and default.attacks.inversion
+
+
+def test_attacks_table_is_checked() -> None:
+    with pytest.raises(ConfigError, match="shadow_models"):
+        from_mapping(AuditConfig, {"attacks": {"shadow_models": 2}, "data": {"source": "x.jsonl"}})
+    with pytest.raises(ConfigError, match="epsilon_canaries"):
+        from_mapping(AuditConfig, {"attacks": {"epsilon_canaries": 1}})
+    with pytest.raises(ConfigError, match="epsilon_confidence"):
+        from_mapping(AuditConfig, {"attacks": {"epsilon_confidence": 1.0}})
+
+
 def test_unknown_key_is_rejected_with_valid_keys(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text("[federation]\nroundz = 3\n")

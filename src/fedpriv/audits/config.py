@@ -218,6 +218,33 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Optional, costlier measurements (both off by default except where a preset turns them on).
+
+    ``shadow_models``: reference models trained like the target on a public
+    split (built-in data: the same organisations' other records), for the LiRA-offline
+    and RMIA membership scores.  ``epsilon_canaries``: the ``m`` canaries of
+    the one-run audit (Steinke et al. 2023) that gives the empirical ε lower
+    bound; each is included in training with probability ½.  ``inversion``:
+    the gradient-inversion probe on what the server sees (on by default).
+    """
+
+    shadow_models: int = 0
+    epsilon_canaries: int = 0
+    epsilon_confidence: float = 0.95
+    inversion: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.shadow_models <= 16,
+               f"attacks.shadow_models must be in [0, 16], got {self.shadow_models}")
+        _check(self.epsilon_canaries == 0 or 2 <= self.epsilon_canaries <= 100_000,
+               "attacks.epsilon_canaries must be 0 (off) or in [2, 100000], got "
+               f"{self.epsilon_canaries}")
+        _check(0.5 <= self.epsilon_confidence < 1,
+               f"attacks.epsilon_confidence must be in [0.5, 1), got {self.epsilon_confidence}")
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """A whole audit: shared data, model and federation settings, and the runs to compare."""
 
@@ -227,6 +254,7 @@ class AuditConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    attacks: AttackConfig = field(default_factory=AttackConfig)
     runs: tuple[RunConfig, ...] = (RunConfig(name="plain"),)
 
     def __post_init__(self) -> None:
@@ -239,6 +267,9 @@ class AuditConfig:
         _check(not too_many or self.data.canaries.per_client == 0,
                f"data.canaries.clients {too_many} do not exist with "
                f"federation.clients={self.federation.clients}")
+        _check(self.attacks.shadow_models == 0 or self.data.is_builtin,
+               "attacks.shadow_models needs a public split of the data; this version draws it "
+               "from the built-in corpus only: set attacks.shadow_models = 0 with --data")
 
 
 # --------------------------------------------------------------------------- building

@@ -25,6 +25,7 @@ What the *server* saw is attacked too:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,8 +37,17 @@ from transformers import PreTrainedTokenizerBase
 from fedpriv.attacks.canary import canary_exposures, canary_report
 from fedpriv.attacks.inversion import DagerSettings, dager
 from fedpriv.attacks.metrics import evaluate_mia, mia_report, score_inversion
-from fedpriv.attacks.mia import client_update, mia_scores, sequence_scores, update_loss_change
-from fedpriv.data import FederatedDataset
+from fedpriv.attacks.mia import (
+    SequenceScores,
+    client_update,
+    mia_scores,
+    reference_score,
+    sequence_scores,
+    update_loss_change,
+)
+from fedpriv.audits.epsilon import one_run_audit
+from fedpriv.data import AuditCanaries, FederatedDataset
+from fedpriv.models import get_adapter_vector, set_adapter_vector
 from fedpriv.protocols import ServerView
 from fedpriv.train.batching import TokenIds, encode_texts
 from fedpriv.train.loop import FederatedTrainer
@@ -66,11 +76,14 @@ def measure_leakage(
     device: torch.device,
     seed: int,
     batch_size: int = 32,
+    shadows: Sequence[np.ndarray] = (),
 ) -> dict[str, Any]:
     """Return the run's ``leakage`` block: ``mia`` and, with canaries planted, ``canary``.
 
     ``model`` holds the run's final adapter; its base (adapter disabled) is the
-    reference model.
+    reference model.  ``shadows`` are adapter vectors of shadow models trained
+    like the target on a public split (LiRA-offline, RMIA); the final adapter
+    is put back afterwards.
     """
     rng = np.random.default_rng([seed, 0x1EA7])
     members = [r.text for c in dataset.clients for r in c.member_records]
@@ -87,15 +100,61 @@ def measure_leakage(
         with model.disable_adapter():
             base = sequence_scores(model, examples, pad_id=pad_id, device=device,
                                    batch_size=batch_size)
-        scores = mia_scores(target, texts, references={"base": base})
-        leakage["mia"] = mia_report([
-            evaluate_mia(name, OBSERVATION, values, labels) for name, values in scores.items()
-        ])
+        shadow_scores: list[SequenceScores] = []
+        if shadows:
+            final = get_adapter_vector(model)
+            try:
+                for vector in shadows:
+                    set_adapter_vector(model, vector)
+                    shadow_scores.append(sequence_scores(model, examples, pad_id=pad_id,
+                                                         device=device, batch_size=batch_size))
+            finally:
+                set_adapter_vector(model, final)
+        scores = mia_scores(target, texts, references={"base": base}, shadows=shadow_scores)
+        results = [evaluate_mia(name, OBSERVATION, values, labels)
+                   for name, values in scores.items()]
+        leakage["mia"] = mia_report(results)
+        best = max(results, key=lambda result: result.auc)
+        leakage["mia"]["roc"] = {"fpr": [p[0] for p in best.roc], "tpr": [p[1] for p in best.roc]}
+        leakage["mia"]["shadow_models"] = len(shadow_scores)
     if dataset.canaries:
         exposures = canary_exposures(model, tokenizer, dataset.canaries, device=device, rng=rng,
                                      max_length=max_length)
         leakage["canary"] = canary_report(exposures, observation="final global model")
     return leakage
+
+
+def measure_epsilon(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    canaries: AuditCanaries,
+    *,
+    max_length: int,
+    device: torch.device,
+    delta: float,
+    confidence: float,
+    theoretical: float | None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Return ``empirical_epsilon`` and its ``epsilon_audit`` block (one-run audit).
+
+    Every audit canary is scored by the loss drop from the base model to the
+    final model (the adversary's observation); the inclusion flags only reach
+    :func:`~fedpriv.audits.epsilon.one_run_audit`.
+    """
+    started = time.perf_counter()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    examples = encode_texts(tokenizer, list(canaries.texts), max_length)
+    target = sequence_scores(model, examples, pad_id=pad_id, device=device,
+                             batch_size=batch_size)
+    with model.disable_adapter():
+        base = sequence_scores(model, examples, pad_id=pad_id, device=device,
+                               batch_size=batch_size)
+    audit = one_run_audit(reference_score(target.losses, base.losses), canaries.included,
+                          delta=delta, confidence=confidence)
+    block = audit.to_report(theoretical=theoretical)
+    block["seconds"] = time.perf_counter() - started
+    return {"empirical_epsilon": audit.epsilon, "epsilon_audit": block}
 
 
 PROBE_BATCH = 1

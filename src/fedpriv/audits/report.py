@@ -22,6 +22,7 @@ import jsonschema
 
 from fedpriv import __version__
 from fedpriv.audits.config import AuditConfig, to_dict
+from fedpriv.audits.plots import PLOT_FILES
 
 if TYPE_CHECKING:
     from fedpriv.audits.runner import RunOutcome
@@ -179,10 +180,12 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "protocol": run["protocol"],
             "dp": run["dp"]["mode"],
             "epsilon": "∞" if priv["epsilon"] is None else _fmt(priv["epsilon"]),
+            "empirical_epsilon": _fmt(run["leakage"].get("empirical_epsilon")),
             "perplexity": _fmt(util.get("perplexity")),
             "base_perplexity": _fmt(util.get("base_perplexity")),
             "reduction": "—" if red is None else f"{100 * red:.1f}%",
             "mia_auc": _fmt(run["leakage"].get("mia", {}).get("auc"), ".3f"),
+            "inversion_rouge1": _fmt(run["leakage"].get("inversion", {}).get("rouge1")),
             "exposure": _fmt(run["leakage"].get("canary", {}).get("exposure_mean"), ".1f"),
             "wall_s": _fmt(cost.get("wall_s"), ".1f"),
             "bytes_up": _bytes(cost.get("bytes_up_per_client")),
@@ -196,11 +199,19 @@ COLUMNS = [
     ("protocol", "protocol", "how updates reach the server (plain: in the clear)"),
     ("dp", "DP", "differential-privacy mode"),
     ("epsilon", "ε", "theoretical privacy loss (∞: no formal guarantee)"),
+    ("empirical_epsilon", "emp. ε", "empirical lower bound on ε from a one-run audit on planted "
+     "canaries (Steinke, Nasr & Jagielski 2023), at 95% confidence unless "
+     "attacks.epsilon_confidence says otherwise; compare with ε: a bound "
+     "above ε would mean the guarantee does not hold (—: not measured)"),
     ("perplexity", "ppl", "held-out perplexity of the fine-tuned model (lower is better)"),
     ("base_perplexity", "base ppl", "the same for the base model before fine-tuning"),
     ("reduction", "ppl ↓", "relative perplexity reduction from fine-tuning"),
     ("mia_auc", "MIA AUC", "membership inference on the released model, the strongest of loss, "
      "zlib, Min-K% and base-reference scores (0.5: no leak, 1: every member found)"),
+    ("inversion_rouge1", "inv. ROUGE-1", "gradient inversion (DAGER) on a FedSGD probe round, "
+     "run through the run's protocol and DP: ROUGE-1 of the texts recovered from what the "
+     "server saw (each client's update under plain, only the aggregate under secure "
+     "aggregation) against the true texts (0: nothing recovered, 1: every word)"),
     ("exposure", "exposure", "mean canary exposure in bits (Carlini et al. 2019; ~1.4 for an "
      "unseen secret, log2 of the candidate space when the canary ranks first)"),
     ("wall_s", "wall s", "wall-clock seconds of the run"),
@@ -231,8 +242,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Failed runs:", ""]
         lines += [f"- `{r['name']}`: {r['error']}" for r in failed]
     lines += ["", "Membership inference and canary exposure observe the released model; "
-              "attacks on what the server saw (gradient inversion) are not part of this "
-              "fedpriv version yet.", ""]
+              "gradient inversion observes what the server saw (`leakage.inversion` in "
+              "report.json).", ""]
+    lines += ["## Plots", "", "Written beside this file at the end of the audit "
+              "(`fedpriv report OUT` draws them again).", ""]
+    for name, what in PLOT_FILES.items():
+        lines += [f"**`{name}`** — {what}.", "", f"![{name.removesuffix('.png')}]({name})", ""]
     return "\n".join(lines)
 
 
@@ -240,6 +255,13 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_markdown(out_dir: Path, report: dict[str, Any]) -> Path:
+    """Write ``report.md`` of ``report`` into ``out_dir``; return its path."""
+    path = out_dir / "report.md"
+    _atomic_write(path, render_markdown(report))
+    return path
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from fedpriv.audits.leakage import (
     PROBE_BATCH,
     PROBE_LENGTH,
     PROBE_LR,
+    measure_epsilon,
     measure_inversion,
     measure_leakage,
     measure_update_mia,
@@ -38,10 +39,12 @@ from fedpriv.audits.report import build_report, write_report
 from fedpriv.data import (
     FederatedDataset,
     build_federated_dataset,
+    corpus_words,
     generate_client_records,
     get_canary_format,
     load_hf_dataset,
     load_records,
+    make_audit_canaries,
     make_canaries,
     partition_records,
 )
@@ -52,6 +55,7 @@ from fedpriv.models import (
     LoraSettings,
     adapter_size,
     attach_lora,
+    get_adapter_vector,
     load_base_model,
     pick_device,
     set_adapter_vector,
@@ -144,8 +148,14 @@ def build_dataset(config: AuditConfig) -> FederatedDataset:
     if data.canaries.per_client > 0:
         canaries = make_canaries(get_canary_format(data.canaries.format), data.canaries.clients,
                                  data.canaries.per_client, data.canaries.repetitions, rng)
+    audit = None
+    if config.attacks.epsilon_canaries:  # own generator: the splits stay those without audit
+        audit = make_audit_canaries(
+            config.attacks.epsilon_canaries, len(client_records),
+            np.random.default_rng([config.seed, 0xA0D17]),
+            corpus_words([r.text for client in client_records for r in client]))
     return build_federated_dataset(client_records, holdout_fraction=data.holdout_fraction,
-                                   rng=rng, canaries=canaries)
+                                   rng=rng, canaries=canaries, audit_canaries=audit)
 
 
 def checkpoint_path(out_dir: Path, run: RunConfig) -> Path:
@@ -259,24 +269,75 @@ def probe_trainer(
                             device=device, seed=config.seed + 1, dp=plan)
 
 
+SHADOW_SEED = 0x5AD0
+"""Offset of the shadow models' public data seed and training seeds."""
+
+
+def train_shadows(
+    config: AuditConfig, model: Any, tokenizer: Any, device: torch.device,
+) -> list[np.ndarray]:
+    """Train ``attacks.shadow_models`` adapters like the target, on a public split; return them.
+
+    The public split is the population the clients' records come from, minus
+    those records: the built-in generator's next records of the same
+    organisations (it is prefix-stable, so none is a member or a held-out
+    non-member of the target).  Each shadow draws as many records per client
+    as the target's members from a pool of twice that, and runs the
+    run-independent recipe (plain FedAvg, no DP) from the model's current
+    adapter, which is put back afterwards.
+    """
+    fed, data = config.federation, config.data
+    initial = get_adapter_vector(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n = data.records_per_client
+    members = max(1, round((1 - data.holdout_fraction) * n))
+    population = generate_client_records(fed.clients, n + 2 * members, seed=config.seed)
+    pools = [client[n:] for client in population]
+    settings = replace(federation_settings(config), eval_every=fed.rounds, dropout=0.0)
+    vectors = []
+    try:
+        for index in range(config.attacks.shadow_models):
+            rng = np.random.default_rng([config.seed, SHADOW_SEED, index])
+            picks = [rng.choice(len(pool), size=members, replace=False) for pool in pools]
+            examples = [encode_texts(tokenizer, [pool[int(i)].text for i in pick],
+                                     config.model.max_length)
+                        for pool, pick in zip(pools, picks, strict=True)]
+            set_adapter_vector(model, initial)
+            trainer = FederatedTrainer(model, examples, examples[0][:8], create_protocol("plain"),
+                                       settings, pad_id=pad_id, device=device,
+                                       seed=config.seed + SHADOW_SEED + index)
+            vectors.append(trainer.run().global_vector)
+    finally:
+        set_adapter_vector(model, initial)
+    return vectors
+
+
 def _leakage(
     model: Any, tokenizer: Any, dataset: FederatedDataset, config: AuditConfig,
     device: torch.device, run: RunConfig, training: TrainingResult, plan: DPPlan | None,
+    shadows: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Measure the run's leakage; an attack that fails is recorded, the run still counts."""
     leakage: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("model", lambda: leakage.update(measure_leakage(
             model, tokenizer, dataset, max_length=config.model.max_length, device=device,
-            seed=config.seed))),
+            seed=config.seed, shadows=shadows or ()))),
     ]
+    audit = dataset.audit_canaries
+    if audit is not None:
+        steps.append(("empirical_epsilon", lambda: leakage.update(measure_epsilon(
+            model, tokenizer, audit, max_length=config.model.max_length, device=device,
+            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
+            theoretical=None if plan is None else plan.epsilon))))
     if training.views and training.view_globals:
         steps.append(("mia_update", lambda: measure_update_mia(
             model, tokenizer, dataset, training.views[-1], training.view_globals[-1],
             max_length=config.model.max_length, device=device)))
-    steps.append(("inversion", lambda: measure_inversion(
-        probe_trainer(config, run, model, tokenizer, dataset, plan, device), tokenizer,
-        dataset, training.global_vector, seed=config.seed)))
+    if config.attacks.inversion:
+        steps.append(("inversion", lambda: measure_inversion(
+            probe_trainer(config, run, model, tokenizer, dataset, plan, device), tokenizer,
+            dataset, training.global_vector, seed=config.seed)))
     for name, step in steps:
         try:
             value = step()
@@ -284,7 +345,7 @@ def _leakage(
             logger.error("run '%s': leakage measurement '%s' failed: %s", run.name, name, err)
             leakage.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
             continue
-        if name != "model" and value is not None:
+        if name not in ("model", "empirical_epsilon") and value is not None:
             leakage[name] = value
     set_adapter_vector(model, training.global_vector)
     return leakage
@@ -329,6 +390,7 @@ def run_audit(
     ]
     eval_examples = encode_texts(tokenizer, dataset.all_nonmembers(), max_len)
     outcomes: list[RunOutcome] = []
+    shadows: dict[str, list[np.ndarray]] = {}  # by LoRA settings: shared by runs alike
     for run in config.runs:
         lora = lora_settings(config, run)
         run_dir = out / "runs" / run.name
@@ -338,6 +400,8 @@ def run_audit(
         peft_model = None
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
+            if config.attacks.shadow_models and repr(lora) not in shadows:
+                shadows[repr(lora)] = train_shadows(config, peft_model, tokenizer, device)
             if run.dp_config().mode == "distributed":
                 plans[run.name] = plan_run_dp(config, run,
                                               [len(c.members) for c in dataset.clients],
@@ -358,7 +422,7 @@ def run_audit(
                 outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
                                                outcome.training.history)
             outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run,
-                                       outcome.training, outcome.dp)
+                                       outcome.training, outcome.dp, shadows.get(repr(lora)))
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
@@ -376,4 +440,10 @@ def run_audit(
         report = build_report(config, outcomes, device=str(device),
                               wall_s=time.perf_counter() - started)
         write_report(out, report)
+    try:  # once, at the end: the figures are a convenience and never fail the audit
+        from fedpriv.audits.plots import write_plots
+
+        write_plots(report, out)
+    except Exception as err:
+        logger.warning("plots not written: %s: %s", type(err).__name__, err)
     return report

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from fedpriv.data.canaries import (
     BUILTIN_CANARY_FORMATS,
+    AuditCanaries,
     Canary,
     CanaryFormat,
+    corpus_words,
     get_canary_format,
+    make_audit_canaries,
     make_canaries,
 )
 from fedpriv.data.federated import (
@@ -39,6 +42,7 @@ __all__ = [
     "BUILTIN_CANARY_FORMATS",
     "DOCUMENT_KINDS",
     "PII_KINDS",
+    "AuditCanaries",
     "Canary",
     "CanaryFormat",
     "ClientData",
@@ -46,11 +50,13 @@ __all__ = [
     "PiiSpan",
     "Record",
     "build_federated_dataset",
+    "corpus_words",
     "generate_client_records",
     "generate_public_corpus",
     "get_canary_format",
     "load_hf_dataset",
     "load_records",
+    "make_audit_canaries",
     "make_canaries",
     "partition_by_key",
     "partition_dirichlet",

@@ -25,10 +25,14 @@ import numpy as np
 from fedpriv.errors import DataError
 
 __all__ = [
+    "AUDIT_CANARY_WORDS",
     "BUILTIN_CANARY_FORMATS",
+    "AuditCanaries",
     "Canary",
     "CanaryFormat",
+    "corpus_words",
     "get_canary_format",
+    "make_audit_canaries",
     "make_canaries",
 ]
 
@@ -273,3 +277,59 @@ def make_canaries(
                 )
             )
     return canaries
+
+
+# ------------------------------------------------- one-run audit canaries (empirical ε)
+
+AUDIT_CANARY_WORDS: Final = 10
+"""Random words per audit canary."""
+
+
+def corpus_words(texts: Sequence[str], limit: int = 5000) -> list[str]:
+    """Return up to ``limit`` distinct alphabetic words of ``texts`` (sorted) for canaries."""
+    words = sorted({w for text in texts for w in text.split() if w.isalpha()})
+    return words[:limit]
+
+
+@dataclass(frozen=True)
+class AuditCanaries:
+    """The audit's canaries: texts, which are included, and into which client's data."""
+
+    texts: tuple[str, ...]
+    included: np.ndarray
+    clients: np.ndarray
+
+    def planted(self, client: int) -> list[str]:
+        """Return the included canaries that go into ``client``'s training data."""
+        return [t for t, inc, c in zip(self.texts, self.included, self.clients, strict=True)
+                if inc and c == client]
+
+
+def make_audit_canaries(
+    count: int, num_clients: int, rng: np.random.Generator, words: Sequence[str],
+    *, length: int = AUDIT_CANARY_WORDS,
+) -> AuditCanaries:
+    """Draw ``count`` random-word canaries, each included with probability ½ in a random client.
+
+    Raises:
+        DataError: If ``count`` is below 2 or the word list is too small to
+            make distinct canaries.
+    """
+    if count < 2:
+        raise DataError(f"the one-run audit needs at least 2 canaries, got {count}; set "
+                        "attacks.epsilon_canaries to 0 (off) or >= 2")
+    vocab = sorted(set(words))
+    if len(vocab) < 20:
+        raise DataError(f"the audit canaries are drawn from the corpus' words, which has only "
+                        f"{len(vocab)} distinct ones; give more data or set "
+                        "attacks.epsilon_canaries = 0")
+    texts: list[str] = []
+    seen: set[str] = set()
+    while len(texts) < count:
+        text = " ".join(vocab[i] for i in rng.integers(len(vocab), size=length))
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+    included = rng.random(count) < 0.5
+    clients = rng.integers(num_clients, size=count)
+    return AuditCanaries(texts=tuple(texts), included=included, clients=clients)

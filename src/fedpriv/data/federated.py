@@ -17,7 +17,7 @@ from typing import Final
 
 import numpy as np
 
-from fedpriv.data.canaries import Canary
+from fedpriv.data.canaries import AuditCanaries, Canary
 from fedpriv.data.partition import partition_by_key, partition_dirichlet, partition_iid
 from fedpriv.data.records import Record
 from fedpriv.errors import DataError
@@ -61,10 +61,13 @@ class FederatedDataset:
     Attributes:
         clients: One entry per client, in client order.
         canaries: Every canary planted (ground truth for exposure metrics).
+        audit_canaries: The one-run audit's canaries (each included with
+            probability ½, once), or ``None``.
     """
 
     clients: tuple[ClientData, ...]
     canaries: tuple[Canary, ...]
+    audit_canaries: AuditCanaries | None = None
 
     def all_members(self) -> list[str]:
         """Return every client's training texts, client by client (canaries included)."""
@@ -141,6 +144,7 @@ def build_federated_dataset(
     holdout_fraction: float,
     rng: np.random.Generator,
     canaries: Sequence[Canary] = (),
+    audit_canaries: AuditCanaries | None = None,
 ) -> FederatedDataset:
     """Split every client into members / non-members and plant the canaries.
 
@@ -150,6 +154,8 @@ def build_federated_dataset(
         rng: Source of randomness (splits and canary positions).
         canaries: Canaries to insert; each goes ``repetitions`` times into the
             members of ``canary.client``, at random positions.
+        audit_canaries: The one-run audit's canaries: each included one goes
+            once into its client's members, at a random position.
 
     Returns:
         The federated dataset.
@@ -172,6 +178,8 @@ def build_federated_dataset(
             if canary.client == client
             for _ in range(canary.repetitions)
         ]
+        if audit_canaries is not None:
+            planted += audit_canaries.planted(client)
         total = len(member_records) + len(planted)
         members: list[str] = []
         if planted:
@@ -192,7 +200,8 @@ def build_federated_dataset(
                 nonmember_records=tuple(nonmember_records),
             )
         )
-    return FederatedDataset(clients=tuple(clients), canaries=tuple(canaries))
+    return FederatedDataset(clients=tuple(clients), canaries=tuple(canaries),
+                            audit_canaries=audit_canaries)
 
 
 def partition_records(

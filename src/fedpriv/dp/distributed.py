@@ -573,6 +573,18 @@ class DistributedDP:
 
     # ----------------------------------------------------------------- rotation
 
+    @property
+    def rotation_salt(self) -> str:
+        """The public salt of the rounds' rotations; clients and server must use the same one."""
+        return self._rotation_salt
+
+    def use_rotation_salt(self, salt: str) -> None:
+        """Rotate with ``salt`` (the server's :attr:`rotation_salt`), e.g. on a remote client."""
+        if not isinstance(salt, str) or not salt:
+            raise ConfigError(f"the rotation salt must be a non-empty string; got {salt!r}")
+        self._rotation_salt = salt
+        self._signs_cache = None
+
     def _signs(self, round_index: int) -> np.ndarray:
         if self._signs_cache is not None and self._signs_cache[0] == round_index:
             return self._signs_cache[1]

@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from peft import PeftModel
 
 from fedpriv.dp.config import DPPlan
 from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
+from fedpriv.dp.rounds import DP_CLIENT_WEIGHT, protocol_vector, protocol_vector_size, server_mean
 from fedpriv.dp.user import UserDPRound, UserDPSettings, UserLevelDP
 from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
 from fedpriv.models import (
@@ -58,6 +60,34 @@ if TYPE_CHECKING:  # fedpriv.dp.sample builds on fedpriv.train.local: imported w
 logger = logging.getLogger(__name__)
 
 VIEW_POLICIES = ("none", "last", "all")
+
+RoundRunner = Callable[..., AggregationResult]
+"""Runs one protocol round: ``runner(protocol, ctx, inputs, *, dropouts=...)``, as
+:func:`fedpriv.protocols.run_round` (the default) does."""
+
+_ROUND_RUNNER: ContextVar[RoundRunner | None] = ContextVar("fedpriv_round_runner", default=None)
+
+
+@contextlib.contextmanager
+def use_round_runner(runner: RoundRunner) -> Iterator[None]:
+    """Within the block, trainers built without ``round_runner`` aggregate with ``runner``.
+
+    This is how an engine other than the in-process driver (e.g.
+    :func:`fedpriv.integrations.flower.flower_round_runner`) takes over the
+    aggregation of every round an audit runs, without changing the audit's code.
+    """
+    token = _ROUND_RUNNER.set(runner)
+    try:
+        yield
+    finally:
+        _ROUND_RUNNER.reset(token)
+
+
+def _run_round_in_process(
+    protocol: AggregationProtocol, ctx: RoundContext, inputs: Mapping[int, ClientInput],
+    *, dropouts: Mapping[int, int] | None = None,
+) -> AggregationResult:
+    return run_round(protocol, ctx, inputs, dropouts=dropouts)
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,7 @@ class FederatedTrainer:
         checkpoint_path: Path | None = None,
         fingerprint: str = "",
         dp: DPPlan | None = None,
+        round_runner: RoundRunner | None = None,
     ) -> None:
         if not client_examples:
             raise ConfigError("the federation has no clients")
@@ -203,7 +234,7 @@ class FederatedTrainer:
                 seed=None if cfg.secure_mode else seed,
             )
             # DP-FedAvg bounds each client's contribution by C: every client weighs 1.
-            self.client_weights = [1.0] * len(client_examples)
+            self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self.dist_dp: DistributedDP | None = None
         if dp is not None and dp.mode == "distributed":
             cfg = dp.config
@@ -214,7 +245,7 @@ class FederatedTrainer:
                 expected_clients=settings.clients_per_round,
                 seed=None if cfg.secure_mode else seed,
             )
-            self.client_weights = [1.0] * len(client_examples)
+            self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self._private: PrivateModel | None = None
         self.eval_examples = eval_examples
         self.protocol = protocol
@@ -225,6 +256,11 @@ class FederatedTrainer:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
         self.params = trainable_parameters(model)
+        self.round_runner: RoundRunner = (
+            round_runner or _ROUND_RUNNER.get() or _run_round_in_process
+        )
+        """Aggregates each round (default: the in-process driver, or the engine set by
+        :func:`use_round_runner` when the trainer was built)."""
 
     # ------------------------------------------------------------------ pieces
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
@@ -269,11 +305,10 @@ class FederatedTrainer:
                     self.model, self.params, self.client_examples[client], self.settings.local,
                     pad_id=self.pad_id, device=self.device, rng=rng,
                 )
-        delta = get_adapter_vector(self.model) - global_vector
-        if self.user_dp is not None:
-            delta, _ = self.user_dp.client_vector(delta)
-        elif self.dist_dp is not None:  # clipped, rotated, rounded, noised, reduced mod m
-            delta, _ = self.dist_dp.client_encode(delta, round_index, client)
+        delta = protocol_vector(
+            get_adapter_vector(self.model) - global_vector, round_index=round_index,
+            client=client, user_dp=self.user_dp, dist_dp=self.dist_dp,
+        )
         return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
 
     def train_round(self, round_index: int, global_vector: np.ndarray) -> RoundOutcome:
@@ -294,18 +329,15 @@ class FederatedTrainer:
         train_s = time.perf_counter() - t0
         if not participants:  # Poisson sampling under user-level DP chose nobody
             return self._step(round_index, global_vector, participants, None, losses, train_s)
-        size = global_vector.size
-        if self.user_dp is not None:
-            size += self.user_dp.extra_coordinates
-        elif self.dist_dp is not None:
-            size = self.dist_dp.padded_dim
+        size = protocol_vector_size(global_vector.size, user_dp=self.user_dp,
+                                    dist_dp=self.dist_dp)
         ctx = RoundContext(round=round_index, participants=participants, vector_size=size)
         dropouts = draw_dropouts(
             participants, self.settings.dropout, self.protocol.num_phases,
             np.random.default_rng([self.seed, round_index, 4]),
         )
         try:
-            result = run_round(self.protocol, ctx, inputs, dropouts=dropouts)
+            result = self.round_runner(self.protocol, ctx, inputs, dropouts=dropouts)
         except ProtocolError as err:
             if not dropouts:
                 raise
@@ -326,20 +358,12 @@ class FederatedTrainer:
         ``None`` when nobody was sampled and the server releases noise alone.
         Distributed DP: the decoded noised sum over the expected number of clients.
         """
-        dp_round = None
-        if self.user_dp is not None:
-            summed = None
-            if result is not None:
-                summed = result.aggregate.astype(np.float64) * result.total_weight
-            mean, dp_round = self.user_dp.server_step(summed, global_vector.size, round_index)
-        elif result is None:  # pragma: no cover - only user-level DP rounds may be empty
-            raise ConfigError("a round without participants needs user-level DP")
-        elif self.dist_dp is not None:
-            summed = self.dist_dp.server_decode(
-                self.dist_dp.residue_sum(result.aggregate, result.total_weight), round_index)
-            mean = summed / self.dist_dp.expected_clients
-        else:
-            mean = result.aggregate
+        mean, dp_round = server_mean(
+            None if result is None else result.aggregate,
+            0.0 if result is None else result.total_weight,
+            update_size=global_vector.size, round_index=round_index,
+            user_dp=self.user_dp, dist_dp=self.dist_dp,
+        )
         step = (self.settings.server_lr * mean).astype(global_vector.dtype)
         return RoundOutcome(global_vector + step, participants, result, losses, train_s,
                             dp_round=dp_round)

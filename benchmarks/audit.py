@@ -1,0 +1,103 @@
+"""Benchmark: the one-run empirical ε (Steinke, Nasr & Jagielski 2023) against the theoretical ε.
+
+On the built-in model, a configuration that memorises (4 clients, few records,
+many local steps, LoRA rank 16 on q/k/v/o) is audited with 1000 canaries, each
+trained on with probability ½:
+
+* ``no-dp``: no DP; the bound should come near its ceiling (1000 guesses, all
+  correct, 95%, δ = 1e-5: about 5.8; with the guess ladder's Bonferroni
+  correction about 5.1 at 800 guesses);
+* ``sample-dp-eps8``: DP-SGD at ε = 8; the bound is reported beside 8 and must
+  stay below it;
+* the cost of auditing: the same no-DP run without canaries, side by side in
+  this process; ``overhead`` is the audited run's training plus canary scoring
+  time over the plain run's training time, minus 1.
+
+Writes ``benchmarks/results/audit.json``; the table in ``benchmarks/RESULTS.md``
+is written from it by hand.
+
+    python benchmarks/audit.py           # about 15 minutes on 2 cores
+    python benchmarks/audit.py --quick   # 200 canaries, short training (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedpriv.audits.config import AuditConfig, from_mapping
+from fedpriv.audits.runner import run_audit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def config(canaries: int, runs: list[dict[str, Any]], quick: bool) -> AuditConfig:
+    """Return the memorising configuration with ``canaries`` audit canaries."""
+    return from_mapping(AuditConfig, {
+        "name": "audit-benchmark", "seed": 0, "device": "auto",
+        "model": {"max_length": 64, "lora": {"rank": 16, "alpha": 32.0,
+                                             "target_modules": ["q_proj", "k_proj", "v_proj",
+                                                                "o_proj"]}},
+        "data": {"records_per_client": 40, "holdout_fraction": 0.5},
+        "federation": {"clients": 4, "rounds": 4 if quick else 16,
+                       "local_steps": 10 if quick else 20, "batch_size": 16, "lr": 1e-2},
+        "attacks": {"epsilon_canaries": canaries, "inversion": False},
+        "runs": runs,
+    })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 canaries, short training")
+    args = parser.parse_args()
+    m = 200 if args.quick else 1000
+    out: dict[str, Any] = {"machine": f"{torch.get_num_threads()} threads, torch "
+                                      f"{torch.__version__}", "canaries": m}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        baseline = run_audit(config(0, [{"name": "no-dp-no-audit"}], args.quick),
+                             Path(tmp) / "baseline")
+        audited = run_audit(config(m, [
+            {"name": "no-dp"},
+            {"name": "sample-dp-eps8", "dp": "sample", "epsilon": 8.0},
+        ], args.quick), Path(tmp) / "audited")
+        out["wall_s"] = time.perf_counter() - started
+    base_run = baseline["runs"][0]
+    runs: dict[str, Any] = {}
+    for run in audited["runs"]:
+        block = run["leakage"]["epsilon_audit"]
+        runs[run["name"]] = {
+            "theoretical_epsilon": run["privacy"]["epsilon"],
+            "empirical_epsilon": run["leakage"]["empirical_epsilon"],
+            "guesses": block["guesses"], "correct": block["correct"],
+            "included": block["included"], "ladder": block["ladder"],
+            "scoring_s": block["seconds"], "train_s": run["cost"]["train_s"],
+            "perplexity": run["utility"]["perplexity"],
+        }
+        print(json.dumps({k: v for k, v in runs[run["name"]].items() if k != "ladder"}),
+              flush=True)
+    plain = runs["no-dp"]
+    out["runs"] = runs
+    out["baseline_train_s"] = base_run["cost"]["train_s"]
+    out["overhead"] = (plain["train_s"] + plain["scoring_s"]) / out["baseline_train_s"] - 1
+    out["acceptance"] = {
+        "no_dp_bound_at_least_4": plain["empirical_epsilon"] >= 4,
+        "dp_bound_below_theoretical": (runs["sample-dp-eps8"]["empirical_epsilon"]
+                                       < runs["sample-dp-eps8"]["theoretical_epsilon"]),
+        "overhead_at_most_10pct": out["overhead"] <= 0.10,
+    }
+    print(json.dumps({k: out[k] for k in ("baseline_train_s", "overhead", "acceptance")}))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / ("audit.quick.json" if args.quick else "audit.json")
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

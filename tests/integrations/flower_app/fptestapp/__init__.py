@@ -1,0 +1,1 @@
+"""fedpriv's Flower test app (protocol only, no model)."""
