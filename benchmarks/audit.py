@@ -61,14 +61,19 @@ def overhead(m: int, repeats: int = 2) -> dict[str, Any]:
     """Time the no-DP run without and with ``m`` canaries, alternating (A B A B), 4 rounds each.
 
     Alternating keeps slow drifts of a shared machine out of the ratio; the
-    medians of training time and of the canary scoring time are compared.
+    medians of training time and of the canary scoring time are compared.  The
+    batch size divides the clients' 20 members, so both runs train on full
+    batches and the same number of examples.
     """
     plain_s, audited_s, scoring_s = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             for canaries in (0, m):
                 cfg = config(canaries, [{"name": "no-dp"}], quick=True)
-                cfg = replace(cfg, federation=replace(cfg.federation, rounds=4, local_steps=20))
+                # batch 10 divides the 20 members: without canaries every batch is full
+                # too (with 16, every other batch of the plain run held 4 examples).
+                cfg = replace(cfg, federation=replace(cfg.federation, rounds=4, local_steps=20,
+                                                      batch_size=10))
                 report = run_audit(cfg, Path(tmp) / f"{canaries}-{i}")
                 run = report["runs"][0]
                 if canaries:
