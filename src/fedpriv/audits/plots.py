@@ -363,6 +363,13 @@ def _draw_epsilon_panel(ax: Axes, points: Sequence[dict[str, Any]], colors: dict
     return labels, markers
 
 
+LEAKAGE_SERIES: tuple[tuple[str, str, int, str], ...] = (
+    ("auc", "o", 46, "MIA ROC AUC (released model)"),
+    ("rouge1", "^", 52, "inversion ROUGE-1 (server's view)"),
+)
+"""The frontier's measured-leakage series: key, marker, marker size, legend label."""
+
+
 def _draw_leakage_panel(ax: Axes, points: Sequence[dict[str, Any]], colors: dict[str, Any]
                         ) -> tuple[list[tuple[Any, ...]], list[tuple[float, float]]]:
     """Measured leakage against perplexity: MIA AUC (circles), inversion ROUGE-1 (triangles)."""
@@ -372,18 +379,13 @@ def _draw_leakage_panel(ax: Axes, points: Sequence[dict[str, Any]], colors: dict
     for p in points:
         color = colors[p["name"]]
         ys = []
-        if p["auc"] is not None:
-            ax.scatter([p["ppl"]], [p["auc"]], s=46, marker="o", color=color, zorder=3,
-                       edgecolors="black", linewidths=0.5,
-                       label=None if drawn["auc"] else "MIA ROC AUC (released model)")
-            drawn["auc"] = True
-            ys.append(p["auc"])
-        if p["rouge1"] is not None:
-            ax.scatter([p["ppl"]], [p["rouge1"]], s=52, marker="^", color=color, zorder=3,
-                       edgecolors="black", linewidths=0.5,
-                       label=None if drawn["rouge1"] else "inversion ROUGE-1 (server's view)")
-            drawn["rouge1"] = True
-            ys.append(p["rouge1"])
+        for key, marker, size, label in LEAKAGE_SERIES:
+            if p[key] is None:
+                continue
+            ax.scatter([p["ppl"]], [p[key]], s=size, marker=marker, color=color, zorder=3,
+                       edgecolors="black", linewidths=0.5, label=None if drawn[key] else label)
+            drawn[key] = True
+            ys.append(p[key])
         if len(ys) > 1:
             ax.plot([p["ppl"]] * 2, [min(ys), max(ys)], color=color, lw=0.8, alpha=0.6,
                     zorder=2)
