@@ -10,16 +10,16 @@ canaries, each trained on with probability ½:
   correction about 5.1 at 800 guesses);
 * ``sample-dp-eps8``: DP-SGD at ε = 8; the bound is reported beside 8 and must
   stay below it;
-* the cost of auditing: the same no-DP run without canaries, side by side in
-  this process; ``overhead`` is the audited run's training plus canary scoring
-  time over the plain run's training time, minus 1.  ``--overhead-only``
-  measures it alone, alternating the two runs twice (4 rounds each), which a
-  shared machine's load swings disturb less; its result replaces ``overhead``.
+* the cost of auditing (``overhead``): the audited run's training plus canary
+  scoring time over the same run's training time without canaries, minus 1,
+  measured side by side in this process with the two runs alternated twice
+  (4 rounds each, batch 10 so both train on full batches), which a shared
+  machine's load swings disturb less.  ``--overhead-only`` measures just that.
 
 Writes ``benchmarks/results/audit.json``; the table in ``benchmarks/RESULTS.md``
 is written from it by hand.
 
-    python benchmarks/audit.py                  # about 10 minutes on 2 cores
+    python benchmarks/audit.py                  # about 6 minutes on 2 cores
     python benchmarks/audit.py --quick          # 200 canaries, short training (smoke run)
     python benchmarks/audit.py --overhead-only  # A/B/A/B timing of auditing's cost only
 """
@@ -135,7 +135,13 @@ def main() -> None:
     plain = runs["no-dp"]
     out["runs"] = runs
     out["baseline_train_s"] = base_run["cost"]["train_s"]
-    out["overhead"] = (plain["train_s"] + plain["scoring_s"]) / out["baseline_train_s"] - 1
+    # The single-run comparison is kept for reference only: with batch 16 the baseline's 20
+    # members make every other batch 4 examples, so it trains on fewer examples than the
+    # audited run.  ``overhead`` is the alternating, full-batch measurement.
+    out["overhead_single_run"] = ((plain["train_s"] + plain["scoring_s"])
+                                  / out["baseline_train_s"] - 1)
+    out["overhead_alternating"] = overhead(m)
+    out["overhead"] = out["overhead_alternating"]["overhead"]
     out["acceptance"] = {
         "no_dp_bound_at_least_4": plain["empirical_epsilon"] >= 4,
         "dp_bound_below_theoretical": (runs["sample-dp-eps8"]["empirical_epsilon"]
