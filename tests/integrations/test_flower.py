@@ -54,6 +54,7 @@ from fedpriv.protocols import (
     create,
     run_round,
 )
+from fedpriv.protocols.ckks import CKKSProtocol
 from fedpriv.protocols.ckks.messages import (
     DecryptRequest,
     EncryptedUpdate,
@@ -275,6 +276,29 @@ def test_node_refuses_a_round_under_another_protocol() -> None:
     grid = LoopbackGrid(FedprivClient(_protocol("secagg+"), make_input), [1, 2, 3])
     with pytest.raises(ProtocolError, match="no client's update"):
         run_protocol_round(grid, create("plain"), ctx, {0: 1, 1: 2, 2: 3})
+
+
+def test_ckks_server_without_the_secret_key_aggregates_over_flower() -> None:
+    """A ServerApp holding only CKKSKeys.public() runs the round with key-holding nodes."""
+    nodes_side = create("ckks")
+    server_side = CKKSProtocol(nodes_side.config, public=nodes_side.keys.public())
+    assert not server_side.has_secret_key
+    ctx = RoundContext(round=1, participants=range(4), vector_size=50)
+    inputs = _inputs(ctx)
+
+    def make_input(_m: Any, _c: Any, client_id: int, _ctx: RoundContext) -> LocalUpdate:
+        return LocalUpdate(inputs[client_id])
+
+    grid = LoopbackGrid(FedprivClient(nodes_side, make_input), [1, 2, 3, 4])
+    result = run_protocol_round(grid, server_side, ctx, {c: c + 1 for c in ctx.participants})
+    exact = sum(i.weight * i.update for i in inputs.values()) / sum(
+        i.weight for i in inputs.values())
+    assert result.result.survivors == (0, 1, 2, 3)
+    np.testing.assert_allclose(result.result.aggregate, exact, atol=1e-6)
+    # Nodes under another key set refuse the server's round (the key id is in the spec).
+    stranger = LoopbackGrid(FedprivClient(create("ckks"), make_input), [1, 2, 3, 4])
+    with pytest.raises(ProtocolError):
+        run_protocol_round(stranger, server_side, ctx, {c: c + 1 for c in ctx.participants})
 
 
 def test_session_is_forgotten_after_the_round() -> None:

@@ -14,7 +14,7 @@ import tenseal as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedpriv.errors import ProtocolError
+from fedpriv.errors import ConfigError, ProtocolError
 from fedpriv.protocols import ClientInput, RoundContext, create, describe, run_round
 from fedpriv.protocols.base import MESSAGE_HEADER_NBYTES, SERVER_ID
 from fedpriv.protocols.ckks import (
@@ -525,3 +525,26 @@ def test_registry_builds_ckks_from_keyword_parameters() -> None:
     result = run_round(built, ctx, {0: ClientInput(np.array([0.25, -0.75, 0.0]), 1.0)})
     np.testing.assert_allclose(result.aggregate, [0.25, -0.5, 0.0], atol=1e-7)
     assert result.client_stats[0]["clipped_values"] == 1.0
+
+
+def test_public_only_protocol_serves_the_server_and_refuses_clients(proto: CKKSProtocol) -> None:
+    server_only = CKKSProtocol(proto.config, public=proto.keys.public())
+    assert not server_only.has_secret_key and proto.has_secret_key
+    assert server_only.key_id == proto.key_id
+    assert "public only" in repr(server_only) and "public only" not in repr(proto)
+    ctx = RoundContext(round=0, participants=(0, 1), vector_size=4)
+    assert isinstance(server_only.server(ctx), CKKSServer)
+    with pytest.raises(ConfigError, match="holds only the public context"):
+        server_only.client(0, ctx, ClientInput(np.zeros(4, np.float32), 1.0))
+    with pytest.raises(ConfigError, match="holds only the public context"):
+        _ = server_only.keys
+
+
+def test_public_only_protocol_refuses_secret_material(proto: CKKSProtocol) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        CKKSProtocol(proto.config, keys=proto.keys, public=proto.keys.public())
+    with pytest.raises(ConfigError, match="CKKSPublicContext"):
+        CKKSProtocol(proto.config, public=proto.keys)  # type: ignore[arg-type]
+    leaked = CKKSPublicContext(proto.keys.private_context_bytes(), proto.key_id)
+    with pytest.raises(ProtocolError):
+        CKKSProtocol(proto.config, public=leaked)

@@ -64,8 +64,7 @@ def protocol_spec(protocol: AggregationProtocol) -> str:
         if config is not None and dataclasses.is_dataclass(config) else {}
     )
     spec: dict[str, Any] = {"name": protocol.name, "config": fields}
-    keys = getattr(protocol, "keys", None)
-    key_id = getattr(keys, "key_id", None) or getattr(protocol, "key_id", None)
+    key_id = getattr(protocol, "key_id", None)  # ckks: public, also on a server-only object
     if isinstance(key_id, bytes):
         spec["key_id"] = key_id.hex()
     return json.dumps(spec, sort_keys=True, default=list)

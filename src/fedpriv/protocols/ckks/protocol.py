@@ -5,6 +5,11 @@ registry does), it derives the public parameters and, unless a key set is
 passed in, generates a fresh one (keys are per-federation secret state: the
 same protocol object serves every round).  Client sessions get the private
 context; the server session gets :meth:`CKKSKeys.public` only.
+
+A server that must never load the secret key (a Flower ServerApp on another
+machine than the key holders) builds its protocol object from the public part
+alone: ``CKKSProtocol(config, public=keys.public())``.  That object serves
+server sessions and refuses to make client sessions.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fedpriv.protocols.base import (
 )
 from fedpriv.protocols.ckks.client import NUM_PHASES, CKKSClient
 from fedpriv.protocols.ckks.config import CKKSConfig
-from fedpriv.protocols.ckks.keys import CKKSKeys
+from fedpriv.protocols.ckks.keys import CKKSKeys, CKKSPublicContext, load_public_context
 from fedpriv.protocols.ckks.params import CKKSParameters, choose_parameters
 from fedpriv.protocols.ckks.server import CKKSServer
 
@@ -46,7 +51,13 @@ class CKKSProtocol(AggregationProtocol):
     config_type: ClassVar[type[CKKSConfig]] = CKKSConfig
     num_phases: ClassVar[int] = NUM_PHASES
 
-    def __init__(self, config: CKKSConfig | None = None, *, keys: CKKSKeys | None = None) -> None:
+    def __init__(
+        self,
+        config: CKKSConfig | None = None,
+        *,
+        keys: CKKSKeys | None = None,
+        public: CKKSPublicContext | None = None,
+    ) -> None:
         if config is not None and not isinstance(config, CKKSConfig):
             raise ConfigError(
                 f"CKKSProtocol takes a CKKSConfig; got {type(config).__name__}. Build it with "
@@ -54,6 +65,21 @@ class CKKSProtocol(AggregationProtocol):
             )
         self.config = config if config is not None else CKKSConfig()
         self.params: CKKSParameters = choose_parameters(self.config)
+        if keys is not None and public is not None:
+            raise ConfigError(
+                "CKKSProtocol takes keys= (clients, or a server in the same process) or "
+                "public= (a server that must not hold the secret key), not both."
+            )
+        self._keys: CKKSKeys | None
+        if public is not None:
+            if not isinstance(public, CKKSPublicContext):
+                raise ConfigError(
+                    f"CKKSProtocol(public=...) needs a CKKSPublicContext (CKKSKeys.public()); "
+                    f"got {type(public).__name__}."
+                )
+            load_public_context(public.context_bytes)  # refuses a context with a secret key
+            self._keys, self.public_context = None, public
+            return
         if keys is None:
             keys = CKKSKeys.generate(self.params)
         elif not isinstance(keys, CKKSKeys) or keys.params != self.params:
@@ -61,18 +87,50 @@ class CKKSProtocol(AggregationProtocol):
                 "CKKSProtocol(keys=...) needs a CKKSKeys made for this config's parameters "
                 f"({self.params.describe()})."
             )
-        self.keys = keys
+        self._keys, self.public_context = keys, keys.public()
+
+    @property
+    def keys(self) -> CKKSKeys:
+        """The federation's private key set (client side).
+
+        Raises:
+            ConfigError: If this object was built from the public context only.
+        """
+        if self._keys is None:
+            raise ConfigError(
+                "this CKKSProtocol holds only the public context (server side) and cannot make "
+                "client sessions; a client needs the federation's private key set: "
+                "CKKSProtocol(config, keys=CKKSKeys.from_private_bytes(params, data, key_id))."
+            )
+        return self._keys
+
+    @property
+    def has_secret_key(self) -> bool:
+        """Whether this object holds the private key set (``False``: server-only)."""
+        return self._keys is not None
+
+    @property
+    def key_id(self) -> bytes:
+        """The key set's public id (every message carries it)."""
+        return self.public_context.key_id
 
     def __repr__(self) -> str:
-        return f"CKKSProtocol({self.config!r}, key_id={self.keys.key_id.hex()})"
+        side = "" if self.has_secret_key else ", public only"
+        return f"CKKSProtocol({self.config!r}, key_id={self.key_id.hex()}{side})"
 
     def client(self, client_id: ClientId, ctx: RoundContext, data: ClientInput) -> ClientSession:
-        """Return a :class:`CKKSClient`, which holds the private context."""
+        """Return a :class:`CKKSClient`, which holds the private context.
+
+        Raises:
+            ConfigError: If this object holds only the public context.
+        """
+        if not self.has_secret_key:
+            _ = self.keys  # raises the ConfigError that says what to do
         return CKKSClient(self, client_id, ctx, data)
 
     def server(self, ctx: RoundContext) -> ServerSession:
         """Return a :class:`CKKSServer` given only the public context."""
-        return CKKSServer(self, ctx, self.keys.public())
+        return CKKSServer(self, ctx, self.public_context)
 
 
 __all__ = ["CKKSProtocol"]
