@@ -32,6 +32,14 @@ from fedpriv.protocols.ckks.params import CKKSParameters, choose_parameters
 from fedpriv.protocols.ckks.server import CKKSServer
 
 
+def _public_only_error() -> ConfigError:
+    return ConfigError(
+        "this CKKSProtocol holds only the public context (server side) and cannot make "
+        "client sessions; a client needs the federation's private key set: "
+        "CKKSProtocol(config, keys=CKKSKeys.from_private_bytes(params, data, key_id))."
+    )
+
+
 class CKKSProtocol(AggregationProtocol):
     """CKKS homomorphic aggregation (TenSEAL): the server adds ciphertexts it cannot decrypt."""
 
@@ -97,11 +105,7 @@ class CKKSProtocol(AggregationProtocol):
             ConfigError: If this object was built from the public context only.
         """
         if self._keys is None:
-            raise ConfigError(
-                "this CKKSProtocol holds only the public context (server side) and cannot make "
-                "client sessions; a client needs the federation's private key set: "
-                "CKKSProtocol(config, keys=CKKSKeys.from_private_bytes(params, data, key_id))."
-            )
+            raise _public_only_error()
         return self._keys
 
     @property
@@ -124,8 +128,8 @@ class CKKSProtocol(AggregationProtocol):
         Raises:
             ConfigError: If this object holds only the public context.
         """
-        if not self.has_secret_key:
-            _ = self.keys  # raises the ConfigError that says what to do
+        if self._keys is None:
+            raise _public_only_error()
         return CKKSClient(self, client_id, ctx, data)
 
     def server(self, ctx: RoundContext) -> ServerSession:
