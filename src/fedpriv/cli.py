@@ -142,6 +142,13 @@ def audit(
         typer.Option(help="Target ε of each DP run (δ from the config, default 1e-5); the "
                           "noise multiplier is solved from it."),
     ] = None,
+    dp_deterministic: Annotated[
+        bool,
+        typer.Option("--dp-deterministic",
+                     help="Debugging only: derive every DP run's noise and sampling from the "
+                          "public seed (reproducible by anyone holding the report, so its ε "
+                          "holds only against someone who does not know the seed)."),
+    ] = False,
     dropout: Annotated[
         Optional[float],
         typer.Option(help="Share of each round's clients that drop, each at a random phase."),
@@ -186,7 +193,7 @@ def audit(
             "federation__dropout": dropout,
         }
         cfg = override_runs(apply_overrides(cfg, **overrides), protocol=protocol, dp=dp,
-                            epsilon=epsilon)
+                            epsilon=epsilon, deterministic=dp_deterministic)
         from fedpriv.audits.runner import preflight, run_audit
 
         if engine == "flower":
@@ -219,8 +226,29 @@ def audit(
     elif not quiet:
         out_console.print(_summary_table(report))
         out_console.print(f"report: {out / 'report.json'}, {out / 'report.md'}", highlight=False)
+    for warning in guarantee_warnings(report):
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if any(r["status"] != "ok" for r in report["runs"]):
         raise typer.Exit(1)
+
+
+def guarantee_warnings(report: dict[str, Any]) -> list[str]:
+    """Lines on guarantees that do not hold as stated: seed-derived noise, audit violations."""
+    lines = []
+    for run in report["runs"]:
+        privacy = run["privacy"]
+        if str(privacy.get("randomness", "")).startswith("deterministic"):
+            lines.append(f"run '{run['name']}': deterministic DP mode — its noise and sampling "
+                         "follow the public seed in report.json, so ε = "
+                         f"{privacy['epsilon']:.2f} holds only against someone who does not "
+                         "know the seed")
+        audit = run["leakage"].get("epsilon_audit") or {}
+        if audit.get("violation"):
+            lines.append(f"run '{run['name']}': the one-run audit's lower bound "
+                         f"{audit['epsilon_lower_bound']:.2f} exceeds the stated ε "
+                         f"{audit['reference_epsilon']:.2f} ({audit['relation']}): the DP "
+                         "guarantee does not hold as stated")
+    return lines
 
 
 @app.command(name="report")

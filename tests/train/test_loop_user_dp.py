@@ -37,9 +37,12 @@ def tiny_setup():  # type: ignore[no-untyped-def]
 
 
 def _trainer(setup, *, per_round: int, noise: float, clip: float, protocol: str = "plain",
-             adaptive: bool = False, ffa: bool = False):  # type: ignore[no-untyped-def]
+             adaptive: bool = False, ffa: bool = False,
+             deterministic: bool = False, secret: bytes | None = None):  # type: ignore[no-untyped-def]
     model, tok, examples = setup
     params: dict[str, object] = {"noise_multiplier": noise, "clip": clip}
+    if deterministic:
+        params["deterministic"] = True
     if adaptive:
         params.update(adaptive_clip=True, count_stddev=10.0)
     dp = plan_dp(make_dp_config("user", params=params), client_sizes=[len(e) for e in examples],
@@ -50,11 +53,17 @@ def _trainer(setup, *, per_round: int, noise: float, clip: float, protocol: str 
     settings = FederationSettings(rounds=2, clients_per_round=per_round,
                                   local=LocalTrainingSettings(batch_size=4, lr=1e-2, steps=2))
     return FederatedTrainer(peft, examples, examples[0], create(protocol), settings,
-                            pad_id=tok.pad_token_id or 0, device=CPU, seed=3, dp=dp)
+                            pad_id=tok.pad_token_id or 0, device=CPU, seed=3, dp=dp,
+                            dp_secret=secret)
 
 
-def test_server_sees_clipped_unit_weight_updates_and_releases_noised_fixed_mean(tiny_setup):
-    trainer = _trainer(tiny_setup, per_round=6, noise=0.5, clip=0.01)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_server_sees_clipped_unit_weight_updates_and_releases_noised_fixed_mean(
+    tiny_setup, deterministic
+):
+    secret = bytes(range(32))
+    trainer = _trainer(tiny_setup, per_round=6, noise=0.5, clip=0.01,
+                       deterministic=deterministic, secret=secret)
     try:
         g = get_adapter_vector(trainer.model)
         out = trainer.train_round(0, g)
@@ -62,11 +71,22 @@ def test_server_sees_clipped_unit_weight_updates_and_releases_noised_fixed_mean(
         updates = np.stack([view.individual_updates[c] for c in out.participants])
         assert np.all(np.linalg.norm(updates, axis=1) <= 0.01 * (1 + 1e-5))
         assert set(view.individual_weights.values()) == {1.0}
-        # released step = (Σ clipped + N(0, (σC)²)) / (qN), the noise keyed by (seed, round)
-        noise = gaussian(noise_seed(3, 0), g.size, 0.5 * 0.01)
+        # released step = (Σ clipped + N(0, (σC)²)) / (qN); the noise is keyed by the run's
+        # secret, or by (seed, round) only in the deterministic debugging mode
+        key = noise_seed(3, 0) if deterministic else noise_seed(None, 0, secret=secret)
+        noise = gaussian(key, g.size, 0.5 * 0.01)
         expected = (updates.sum(axis=0, dtype=np.float64) + noise) / 6
         np.testing.assert_allclose(out.global_vector - g, expected, rtol=1e-4, atol=1e-7)
         assert out.dp_round is not None and out.dp_round.clip == 0.01
+        # The attack of issue 14: regenerate the noise from the public seed and subtract it.
+        residual = 6 * (out.global_vector - g) - gaussian(noise_seed(3, 0), g.size, 0.5 * 0.01)
+        signal = updates.sum(axis=0, dtype=np.float64)
+        if deterministic:  # denoised: only the clipped sum (norm ≤ nC) is left
+            assert np.linalg.norm(residual - signal) < 1e-4
+        else:  # two independent noises remain: ≈ √2 × the noise norm, far above nC
+            noise_norm = 0.5 * 0.01 * np.sqrt(g.size)
+            assert np.linalg.norm(residual - signal) > noise_norm
+            assert np.linalg.norm(residual) > 3 * 6 * 0.01
     finally:
         trainer.model.unload()
 

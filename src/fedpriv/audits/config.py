@@ -430,16 +430,19 @@ def apply_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
 
 def override_runs(
     config: AuditConfig, *, protocol: str | None = None, dp: str | None = None,
-    epsilon: float | None = None,
+    epsilon: float | None = None, deterministic: bool = False,
 ) -> AuditConfig:
     """Apply ``--protocol`` / ``--dp`` / ``--epsilon`` to the runs of ``config``.
 
     ``protocol`` replaces the runs by a single run with that protocol (named after
     it and the DP mode).  ``dp`` sets every run's DP mode (``none`` also drops
-    their DP settings); ``epsilon`` sets the target ε of every DP run (and drops a
-    noise multiplier given in the file, which it replaces).
+    their DP settings), and a run whose mode it changes is renamed to say so
+    (``plain`` under ``--dp user`` becomes ``plain-user-dp``); ``epsilon`` sets
+    the target ε of every DP run (and drops a noise multiplier given in the file,
+    which it replaces).  ``deterministic`` sets
+    ``dp_params.deterministic`` on every DP run (debugging: noise from the seed).
     """
-    if protocol is None and dp is None and epsilon is None:
+    if protocol is None and dp is None and epsilon is None and not deterministic:
         return config
     runs = [to_dict(r) for r in config.runs]
     if protocol is not None:
@@ -448,15 +451,23 @@ def override_runs(
                  "protocol": protocol, "dp": mode}]
     for run in runs:
         if dp is not None:
-            if dp != run.get("dp"):
+            if dp != run.get("dp", "none"):
                 run["dp_params"] = {}
                 run["epsilon"] = None
+                if protocol is None:  # the name says the mode the flag gave it
+                    run["name"] = f"{run['name']}-{'no' if dp == 'none' else dp}-dp"
             run["dp"] = dp
         if epsilon is not None and run.get("dp", "none") != "none":
             run["epsilon"] = epsilon
             run.get("dp_params", {}).pop("noise_multiplier", None)
     if epsilon is not None and all(r.get("dp", "none") == "none" for r in runs):
         raise ConfigError("--epsilon needs a DP run: add --dp sample or --dp user")
+    if deterministic:
+        if all(r.get("dp", "none") == "none" for r in runs):
+            raise ConfigError("--dp-deterministic needs a DP run: add --dp sample or --dp user")
+        for run in runs:
+            if run.get("dp", "none") != "none":
+                run.setdefault("dp_params", {})["deterministic"] = True
     data = to_dict(config)
     data["runs"] = runs
     return from_mapping(AuditConfig, data)

@@ -124,6 +124,18 @@ def measure_leakage(
     return leakage
 
 
+AUDIT_RELATION_RECORD = "add/remove one record"
+"""An audit canary trained on or not is one record added to or removed from a client."""
+AUDIT_RELATION_CLIENT = "replace-one client"
+"""Under client-level DP a canary inside an existing client changes that client's data: the
+neighbouring datasets differ by one client's data replaced (the sum moves by up to 2C)."""
+
+
+def audit_relation(mode: str) -> str:
+    """Return the relation the one-run audit's canaries realise under DP ``mode``."""
+    return AUDIT_RELATION_CLIENT if mode in ("user", "distributed") else AUDIT_RELATION_RECORD
+
+
 def measure_epsilon(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -135,12 +147,17 @@ def measure_epsilon(
     confidence: float,
     theoretical: float | None,
     batch_size: int = 32,
+    relation: str = AUDIT_RELATION_RECORD,
+    reference: float | None = None,
 ) -> dict[str, Any]:
     """Return ``empirical_epsilon`` and its ``epsilon_audit`` block (one-run audit).
 
     Every audit canary is scored by the loss drop from the base model to the
     final model (the adversary's observation); the inclusion flags only reach
-    :func:`~fedpriv.audits.epsilon.one_run_audit`.
+    :func:`~fedpriv.audits.epsilon.one_run_audit`.  ``relation`` is the
+    neighbouring relation the canaries realise and ``reference`` the ε the run
+    states for that relation (``theoretical`` when None): the lower bound must
+    stay at or below it, and ``violation`` says when it does not.
     """
     started = time.perf_counter()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -153,6 +170,10 @@ def measure_epsilon(
     audit = one_run_audit(reference_score(target.losses, base.losses), canaries.included,
                           delta=delta, confidence=confidence)
     block = audit.to_report(theoretical=theoretical)
+    reference = theoretical if reference is None else reference
+    block["relation"] = relation
+    block["reference_epsilon"] = reference
+    block["violation"] = reference is not None and audit.epsilon > reference
     block["seconds"] = time.perf_counter() - started
     return {"empirical_epsilon": audit.epsilon, "epsilon_audit": block}
 

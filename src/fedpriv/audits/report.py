@@ -47,6 +47,46 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+NO_DP_THREAT_MODEL = ("no formal guarantee: the released model and, unless the protocol "
+                      "hides them, the clients' updates carry their data")
+
+
+def participation_hidden(outcome: RunOutcome) -> bool:
+    """Whether the report leaves out each round's participants (user DP with q < 1).
+
+    The accountant credits amplification by client sampling only while nobody
+    knows who was sampled; the report is public, so it lists counts instead.
+    """
+    plan = outcome.dp
+    return plan is not None and plan.mode == "user" and plan.sample_rate < 1
+
+
+def _privacy(outcome: RunOutcome) -> dict[str, Any]:
+    """Return the run's ``privacy`` block: ε, δ, accountant, who the ε protects against."""
+    plan = outcome.dp
+    if plan is None:
+        return {"epsilon": None, "delta": None, "accountant": "none",
+                "threat_model": NO_DP_THREAT_MODEL, "relation": None}
+    block: dict[str, Any] = {
+        "epsilon": plan.epsilon,
+        "delta": plan.config.delta,
+        "accountant": plan.accountant,
+        "unit": "example" if plan.mode == "sample" else "client",
+        "relation": plan.relation,
+        "replace_one_epsilon": plan.replace_one_epsilon,
+        "participation_secret": plan.participation_secret,
+        "participants_listed": not participation_hidden(outcome),
+        "randomness": ("deterministic: derived from the public seed (debugging)"
+                       if plan.config.deterministic else
+                       "secret: keys from a per-run secret drawn from the OS, kept beside the "
+                       "checkpoint, never reported"),
+        "per_client_epsilon": list(plan.per_client_epsilon) or None,
+        "warnings": list(plan.warnings),
+    }
+    block.update(plan.threat_model(outcome.run.protocol))
+    return block
+
+
 def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
     run, training = outcome.run, outcome.training
     entry: dict[str, Any] = {
@@ -56,16 +96,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "dp": {"mode": run.dp} if outcome.dp is None else outcome.dp.to_report(),
         # No DP: ε is unbounded, written as null with accountant "none".
-        "privacy": (
-            {"epsilon": None, "delta": None, "accountant": "none"} if outcome.dp is None else {
-                "epsilon": outcome.dp.epsilon,
-                "delta": outcome.dp.config.delta,
-                "accountant": outcome.dp.accountant,
-                "unit": "example" if outcome.dp.mode == "sample" else "client",
-                "per_client_epsilon": list(outcome.dp.per_client_epsilon) or None,
-                "warnings": list(outcome.dp.warnings),
-            }
-        ),
+        "privacy": _privacy(outcome),
         "utility": {},
         "leakage": dict(outcome.leakage),
         "cost": {},
@@ -103,11 +134,15 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         "bytes_down_per_client": sum(h.bytes_down_per_client for h in hist) / rounds,
         "rounds": len(hist),
     }
+    hidden = participation_hidden(outcome)
     entry["history"] = [
         {
             "round": h.round,
-            "participants": h.participants,
-            "survivors": h.survivors,
+            # Under client sampling that the accountant credits, who took part is secret.
+            "participants": None if hidden else h.participants,
+            "survivors": None if hidden else h.survivors,
+            "participants_count": len(h.participants),
+            "survivors_count": len(h.survivors),
             "train_loss": _finite(h.train_loss),
             "eval_loss": _finite(h.eval_loss),
             "perplexity": _finite(h.perplexity),
@@ -219,6 +254,22 @@ COLUMNS = [
 ]
 
 
+def threat_model_line(run: dict[str, Any]) -> str:
+    """One line on a run's guarantee: its relation, its threat model, the audit's relation."""
+    privacy = run["privacy"]
+    line = privacy.get("threat_model") or NO_DP_THREAT_MODEL
+    if privacy.get("relation"):
+        line = f"ε for {privacy['relation']}; {line}"
+    audit = run["leakage"].get("epsilon_audit")
+    if audit and audit.get("relation"):
+        reference = audit.get("reference_epsilon")
+        line += f"; emp. ε audits {audit['relation']}" + (
+            "" if reference is None else f" (reference ε {reference:.2f})")
+        if audit.get("violation"):
+            line += " — **the lower bound exceeds it: the stated guarantee does not hold**"
+    return line
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: a table a person reads in ten seconds, with what each column means."""
     cfg = report["config"]
@@ -237,6 +288,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row[key] for key, _, _ in COLUMNS) + " |")
     lines += ["", "What the columns mean:", ""]
     lines += [f"- **{title}**: {meaning}" for _, title, meaning in COLUMNS]
+    lines += ["", "Who each ε protects against (`privacy.threat_model` in report.json):", ""]
+    lines += [f"- `{r['name']}`: {threat_model_line(r)}" for r in report["runs"]]
     failed = [r for r in report["runs"] if r["status"] != "ok"]
     if failed:
         lines += ["", "Failed runs:", ""]

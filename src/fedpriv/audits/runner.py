@@ -29,6 +29,7 @@ from fedpriv.audits.leakage import (
     PROBE_BATCH,
     PROBE_LENGTH,
     PROBE_LR,
+    audit_relation,
     measure_epsilon,
     measure_inversion,
     measure_leakage,
@@ -50,6 +51,7 @@ from fedpriv.data import (
 )
 from fedpriv.dp.config import DPPlan, plan_dp
 from fedpriv.dp.distributed import DistributedDP
+from fedpriv.dp.secret import SECRET_FILE, read_secret, run_secret
 from fedpriv.errors import CheckpointError, ConfigError, FedprivError
 from fedpriv.models import (
     LoraSettings,
@@ -246,8 +248,10 @@ def spent_distributed(
     """
     variances = [mech.round_variance(len(h.survivors)) for h in history
                  if h.aborted is None and h.survivors]
-    spent = mech.epsilon(variances, plan.config.delta) if variances else 0.0
-    return replace(plan, epsilon=spent)
+    delta = plan.config.delta
+    spent = mech.epsilon(variances, delta) if variances else 0.0
+    replaced = mech.epsilon(variances, delta, replace_one=True) if variances else 0.0
+    return replace(plan, epsilon=spent, replace_one_epsilon=replaced)
 
 
 def probe_trainer(
@@ -329,7 +333,11 @@ def _leakage(
         steps.append(("empirical_epsilon", lambda: leakage.update(measure_epsilon(
             model, tokenizer, audit, max_length=config.model.max_length, device=device,
             delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
-            theoretical=None if plan is None else plan.epsilon))))
+            theoretical=None if plan is None else plan.epsilon,
+            relation=audit_relation(run.dp_config().mode),
+            reference=None if plan is None else (
+                plan.replace_one_epsilon if plan.replace_one_epsilon is not None
+                else plan.epsilon)))))
     if training.views and training.view_globals:
         steps.append(("mia_update", lambda: measure_update_mia(
             model, tokenizer, dataset, training.views[-1], training.view_globals[-1],
@@ -353,8 +361,38 @@ def _leakage(
 
 def plan_runs_dp(config: AuditConfig, dataset: FederatedDataset) -> dict[str, DPPlan | None]:
     """Return every run's DP plan by name (distributed DP is planned once its model is built)."""
-    sizes = [len(c.members) for c in dataset.clients]
+    sizes = [c.nominal_size for c in dataset.clients]
     return {run.name: plan_run_dp(config, run, sizes) for run in config.runs}
+
+
+def uses_run_secret(run: RunConfig) -> bool:
+    """Whether ``run`` draws its DP randomness from a stored per-run secret."""
+    dp = run.dp_config()
+    return dp.enabled and not dp.deterministic and not (
+        dp.secure_mode and dp.mode in ("user", "distributed"))
+
+
+def check_run_secrets(config: AuditConfig, out_dir: Path) -> None:
+    """Before resuming: every checkpointed DP run's secret must be there, readable, private.
+
+    Raises :class:`CheckpointError` (the CLI exits 2) naming the file and what to do;
+    a silently drawn new secret would make the resumed run differ from an
+    uninterrupted one.
+    """
+    for run in config.runs:
+        if uses_run_secret(run) and load_checkpoint(checkpoint_path(out_dir, run)) is not None:
+            read_secret(checkpoint_path(out_dir, run).parent / SECRET_FILE)
+
+
+def dp_secret_for(run: RunConfig, run_dir: Path, *, resume: bool) -> bytes | None:
+    """Return the run's DP secret: read back when its checkpoint is resumed, else new."""
+    if not uses_run_secret(run):
+        return None
+    # Resuming continues the run whose secret was drawn: its checkpoint needs it, and a run
+    # killed before its first checkpoint reuses the secret it already wrote.
+    resuming = resume and ((run_dir / SECRET_FILE).exists()
+                           or load_checkpoint(run_dir / "checkpoint.pt") is not None)
+    return run_secret(run_dir, resume=resuming)
 
 
 def run_audit(
@@ -380,6 +418,8 @@ def run_audit(
     plans = plan_runs_dp(config, dataset)  # an unreachable ε fails before anything is written
     if not (resume or overwrite):
         refuse_unfinished_runs(config, out)
+    if resume:
+        check_run_secrets(config, out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     model, tokenizer = load_base_model(config.model.name, device=device)
@@ -404,7 +444,7 @@ def run_audit(
                 shadows[repr(lora)] = train_shadows(config, peft_model, tokenizer, device)
             if run.dp_config().mode == "distributed":
                 plans[run.name] = plan_run_dp(config, run,
-                                              [len(c.members) for c in dataset.clients],
+                                              [c.nominal_size for c in dataset.clients],
                                               adapter_dim=adapter_size(peft_model))
                 outcome.dp = plans[run.name]
             trainer = FederatedTrainer(
@@ -412,6 +452,8 @@ def run_audit(
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
                 checkpoint_path=checkpoint_path(out, run),
                 fingerprint=run_fingerprint(config, run), dp=plans[run.name],
+                dp_secret=dp_secret_for(run, run_dir, resume=resume),
+                nominal_sizes=[c.nominal_size for c in dataset.clients],
             )
             outcome.training = trainer.run(
                 resume=resume,

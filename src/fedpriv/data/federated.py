@@ -45,6 +45,7 @@ class ClientData:
         nonmembers: Held-out texts of the same client (never trained on).
         member_records: The records behind ``members``, canaries excluded.
         nonmember_records: The records behind ``nonmembers``.
+        audit_inserted: How many of ``members`` are one-run audit canaries.
     """
 
     client: int
@@ -52,6 +53,17 @@ class ClientData:
     nonmembers: tuple[str, ...]
     member_records: tuple[Record, ...]
     nonmember_records: tuple[Record, ...]
+    audit_inserted: int = 0
+
+    @property
+    def nominal_size(self) -> int:
+        """Training examples without the one-run audit's canaries.
+
+        Public (it follows from the config and the data, not from which audit
+        canaries were included): DP-SGD's sample rate derives from it, so the
+        report's ``sample_rate`` and ε never reveal how many canaries went in.
+        """
+        return len(self.members) - self.audit_inserted
 
 
 @dataclass(frozen=True)
@@ -178,8 +190,11 @@ def build_federated_dataset(
             if canary.client == client
             for _ in range(canary.repetitions)
         ]
+        audit_inserted = 0
         if audit_canaries is not None:
-            planted += audit_canaries.planted(client)
+            audit_planted = audit_canaries.planted(client)
+            audit_inserted = len(audit_planted)
+            planted += audit_planted
         total = len(member_records) + len(planted)
         members: list[str] = []
         if planted:
@@ -198,6 +213,7 @@ def build_federated_dataset(
                 nonmembers=tuple(record.text for record in nonmember_records),
                 member_records=tuple(member_records),
                 nonmember_records=tuple(nonmember_records),
+                audit_inserted=audit_inserted,
             )
         )
     return FederatedDataset(clients=tuple(clients), canaries=tuple(canaries),

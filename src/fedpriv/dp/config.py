@@ -65,7 +65,12 @@ class DPConfig:
     clipping: str = "per_sample"
     """sample: Opacus per-sample gradients (``per_sample``) or ghost clipping (``ghost``)."""
     secure_mode: bool = False
-    """sample: Opacus' secure_mode noise (slower); user, distributed: noise keys from the OS."""
+    """sample: Opacus' secure_mode noise (slower); user, distributed: every noise key fresh
+    from the OS (a resumed run then differs from an uninterrupted one)."""
+    deterministic: bool = False
+    """Debugging only: derive the noise and the DP sampling from the public seed instead of
+    the run's secret.  The run is reproducible by anyone holding its report, so its ε holds
+    only against someone who does not know the seed; the privacy block says so."""
     adaptive_clip: bool = False
     target_quantile: float = 0.5
     clip_lr: float = 0.2
@@ -116,6 +121,12 @@ class DPConfig:
         if self.mode == "distributed" and self.accountant != "rdp":
             raise ConfigError("dp 'distributed' is accounted with the Skellam RDP bound "
                               "(Agarwal et al. 2021); remove accountant from dp_params")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"dp_params.deterministic must be true or false, got "
+                              f"{self.deterministic!r}")
+        if self.deterministic and self.secure_mode:
+            raise ConfigError("dp_params.deterministic and secure_mode contradict each other: "
+                              "deterministic derives the noise from the public seed; pick one")
         if self.clipping not in CLIPPING_MODES:
             raise ConfigError(f"dp clipping must be one of {', '.join(CLIPPING_MODES)}, got "
                               f"'{self.clipping}'")
@@ -179,6 +190,9 @@ class DPPlan:
     warnings: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     """Mode-specific parameters for the report (distributed: bits, scale, wrap-around)."""
+    replace_one_epsilon: float | None = None
+    """user, distributed: ε when one client's data is *replaced* (the sum moves by up to 2C),
+    the relation that audit canaries planted inside existing clients realise."""
 
     @property
     def accountant(self) -> str:
@@ -189,6 +203,62 @@ class DPPlan:
     def mode(self) -> str:
         """The DP mode."""
         return self.config.mode
+
+    @property
+    def relation(self) -> str:
+        """The neighbouring relation :attr:`epsilon` is stated for."""
+        return "add/remove one record" if self.mode == "sample" else "add/remove one client"
+
+    @property
+    def participation_secret(self) -> bool:
+        """Whether who was sampled is secret from the report's readers.
+
+        The accountant credits amplification by sampling (examples under ``sample``,
+        clients under ``user`` with q < 1); it holds only while nobody knows who was
+        drawn, i.e. while the DP randomness is not derived from the public seed.
+        """
+        return not self.config.deterministic
+
+    def threat_model(self, protocol: str) -> dict[str, Any]:
+        """Who the ε protects against under ``protocol``, and who it does not.
+
+        Returned as the report's ``privacy`` fields ``threat_model`` (one line),
+        ``protects_against``, ``not_against`` and ``noise_added_by``.
+        """
+        secure = protocol in DISTRIBUTED_PROTOCOLS or protocol == "ckks"
+        readers = "anyone holding the released adapter, report.json, report.md and the logs"
+        if self.mode == "sample":
+            against = [readers, "the server", "the other clients"]
+            not_against = ["the client that holds the record (it trains on it)"]
+            added_by = "each client, to every DP-SGD step (local noise)"
+            line = ("record-level DP-SGD noise added inside each client: protects each "
+                    "training record against the server, the other clients and every reader "
+                    "of the model and report")
+        elif self.mode == "user":
+            against = [readers, "the other clients"]
+            seen = ("the sum of the clipped updates, before noise" if secure
+                    else "each client's clipped update")
+            not_against = [f"the server, which sees {seen}"]
+            added_by = "the server, to the aggregate (central noise)"
+            line = ("central DP: protects each client's whole dataset against every reader of "
+                    f"the released model and report, not against the server ({seen})")
+        else:
+            against = [readers, "the other clients",
+                       "an honest-but-curious server (it sees only the noised secure sum)"]
+            not_against = ["a server colluding with clients, which can subtract their noise "
+                           "shares", "a server that drops clients below the planned survivors "
+                           "(the report's ε is recomputed from the shares that arrived)"]
+            added_by = "the clients, as Skellam shares before secure aggregation"
+            line = ("distributed DP: each client adds its noise share before secure "
+                    "aggregation, so even the server sees only a noised sum")
+        if self.config.deterministic:
+            caveat = ("deterministic mode: the noise and sampling follow the public seed in "
+                      "report.json, so this ε holds only against someone who does not know "
+                      "the seed")
+            line = f"{line}. {caveat}"
+            not_against.append("anyone who knows the seed (deterministic debugging mode)")
+        return {"threat_model": line, "protects_against": against,
+                "not_against": not_against, "noise_added_by": added_by}
 
     def to_report(self) -> dict[str, Any]:
         """Return the report's ``dp`` block (the mechanism's parameters)."""
@@ -292,8 +362,24 @@ def plan_dp(
         if message:
             warnings.append(message)
         plan = DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
-                      epsilon=spent[0], sample_rate=q, steps=rounds, warnings=tuple(warnings))
+                      epsilon=spent[0], sample_rate=q, steps=rounds, warnings=tuple(warnings),
+                      replace_one_epsilon=replace_one_epsilon(sigma, q, rounds, config))
     return plan
+
+
+def replace_one_epsilon(sigma: float, sample_rate: float, rounds: int, config: DPConfig) -> float:
+    """ε of DP-FedAvg when one client's data is replaced (the sum moves by ≤ 2C, bit by ≤ 1).
+
+    Replacing is a Gaussian mechanism at noise multiplier σ/2 (every sensitivity,
+    the update's and adaptive clipping's count's, doubles).  With q = 1 this is
+    exact; with q < 1 it is the same bound without amplification, which is valid
+    (by joint convexity the mixture over participation is never further apart than
+    the participating case) but not tight.
+    """
+    from fedpriv.dp.accounting import GaussianSteps, epsilon_of
+
+    del sample_rate  # see the docstring: no amplification is credited for replacement
+    return epsilon_of([GaussianSteps(sigma / 2, 1.0, rounds)], config.delta, config.accountant)
 
 
 def _plan_distributed(
@@ -322,6 +408,9 @@ def _plan_distributed(
                                      bits=config.bits, k_stddevs=config.k_stddevs)
     epsilon = planned_epsilon(settings, dim=dim, expected_clients=clients_per_round,
                               rounds=rounds, delta=config.delta, min_survivors=survivors)
+    replaced = planned_epsilon(settings, dim=dim, expected_clients=clients_per_round,
+                               rounds=rounds, delta=config.delta, min_survivors=survivors,
+                               replace_one=True)
     warnings = [w for w in [delta_warning(config.delta, num_clients, "client")] if w]
     scale = choose_scale(settings, dim, clients_per_round)
     details = {
@@ -335,4 +424,4 @@ def _plan_distributed(
     }
     return DPPlan(config=config, noise_multiplier=sigma, clip=config.effective_clip,
                   epsilon=epsilon, sample_rate=1.0, steps=rounds, warnings=tuple(warnings),
-                  details=details)
+                  details=details, replace_one_epsilon=replaced)

@@ -60,9 +60,12 @@ numpy's generators and Poisson sampler are *not* cryptographic: the key is secre
 but the stream is not a CSPRNG (its 128-bit state can in principle be recovered from
 enough output), and the sampler's floating-point rejection steps are not
 constant-time.  The rounding randomness need not be secret (the analysis holds for
-any rounded vector within Δ₂); the noise must be.  ``seed=None`` draws fresh keys
-from the OS; a fixed seed makes runs reproducible and the noise known to anyone
-who knows the seed (an audit setting, not a deployment one).
+any rounded vector within Δ₂); the noise must be.  The keys derive from the run's
+DP secret (:mod:`fedpriv.dp.secret`: from the OS, kept beside the checkpoint, never
+reported); only the explicit deterministic debugging mode derives them from the
+public seed, which makes the noise known to anyone who knows the seed.  With
+neither, every key is fresh from the OS.  In a real deployment each client holds
+its own secret (the Flower integration never derives one from the server).
 """
 
 from __future__ import annotations
@@ -388,12 +391,14 @@ def _central_variance(settings: DistributedDPSettings, scale: float) -> float:
 
 def planned_epsilon(
     settings: DistributedDPSettings, *, dim: int, expected_clients: int, rounds: int,
-    delta: float, min_survivors: int | None = None,
+    delta: float, min_survivors: int | None = None, replace_one: bool = False,
 ) -> float:
     """Return the ε planned before training: ``rounds`` rounds with ``min_survivors`` shares each.
 
     ``min_survivors`` (default: all ``expected_clients``) is the worst-case number of clients
     whose noise reaches each round's sum; a round with fewer survivors spends more.
+    ``replace_one``: the ε when one client's data is replaced rather than added or removed
+    (two rounded vectors of norm ≤ Δ differ by ≤ 2Δ, in L1 and L2).
     """
     n = _count(expected_clients, "expected_clients", 1, "the clients summed per round")
     count = _count(rounds, "rounds", 0, "the number of rounds")
@@ -404,8 +409,9 @@ def planned_epsilon(
                           "worst-case number of clients whose noise reaches a round's sum")
     scale = choose_scale(settings, dim, n)
     l1, l2 = sensitivities(settings, dim, scale)
+    factor = 2.0 if replace_one else 1.0
     mu = _central_variance(settings, scale) * survivors / n
-    return skellam_epsilon([mu] * count, l1, l2, delta)
+    return skellam_epsilon([mu] * count, factor * l1, factor * l2, delta)
 
 
 def _format_up(value: float) -> str:
@@ -524,7 +530,7 @@ class DistributedDP:
     """
 
     def __init__(self, settings: DistributedDPSettings, *, dim: int, expected_clients: int,
-                 seed: int | None) -> None:
+                 seed: int | None, secret: bytes | None = None) -> None:
         if not isinstance(settings, DistributedDPSettings):
             raise ConfigError(f"settings must be DistributedDPSettings, got "
                               f"{type(settings).__name__}")
@@ -533,6 +539,9 @@ class DistributedDP:
         self.expected_clients = _count(expected_clients, "expected_clients", 1,
                                        "the number of clients summed per round")
         self.seed = seed
+        self.secret = secret
+        """The run's DP secret: noise and rounding keys derive from it (None: from ``seed``,
+        the deterministic debugging mode, or fresh from the OS when that is None too)."""
         self.padded_dim = padded_dimension(self.dim)
         self.modulus = settings.modulus
         self.resolution = 2.0 ** (1 - settings.bits)
@@ -541,9 +550,14 @@ class DistributedDP:
         self.l1_sensitivity, self.l2_sensitivity = sensitivities(settings, self.dim, self.scale)
         self.variance = _central_variance(settings, self.scale)
         """μ: the aggregate's Skellam variance per coordinate when every expected share arrives."""
-        # The rotation is public: a fixed seed gives it to everyone; without one, a random
-        # salt shared by this object's clients and server (it need not be secret).
-        self._rotation_salt = str(seed) if seed is not None else secrets.token_hex(16)
+        # The rotation is public (it need not be secret, only fixed before the updates are
+        # known): from the secret when there is one (so a resumed run rotates alike), else
+        # from the seed, else random; the server sends it to its clients.
+        if secret is not None:
+            self._rotation_salt = noise_seed(None, purpose=_ROTATION_PURPOSE,
+                                             secret=secret)[:16].hex()
+        else:
+            self._rotation_salt = str(seed) if seed is not None else secrets.token_hex(16)
         self._signs_cache: tuple[int, np.ndarray] | None = None
 
     # ----------------------------------------------------------------- public parameters
@@ -562,9 +576,16 @@ class DistributedDP:
         count = _count(survivors, "survivors", 0, "the clients whose input reached the sum")
         return self.variance * count / self.expected_clients
 
-    def epsilon(self, round_variances: Sequence[float], delta: float) -> float:
-        """Return the ε at ``delta`` over rounds of these variances (leave out empty rounds)."""
-        return skellam_epsilon(round_variances, self.l1_sensitivity, self.l2_sensitivity, delta)
+    def epsilon(self, round_variances: Sequence[float], delta: float, *,
+                replace_one: bool = False) -> float:
+        """Return the ε at ``delta`` over rounds of these variances (leave out empty rounds).
+
+        ``replace_one``: for one client's data replaced (sensitivities doubled), the
+        relation audit canaries inside existing clients realise.
+        """
+        factor = 2.0 if replace_one else 1.0
+        return skellam_epsilon(round_variances, factor * self.l1_sensitivity,
+                               factor * self.l2_sensitivity, delta)
 
     def wraparound_probability(self, clients: int | None = None) -> float:
         """Return the bound of :func:`wraparound_probability` for one round of this run."""
@@ -616,7 +637,8 @@ class DistributedDP:
     # ----------------------------------------------------------------- client
 
     def _generators(self, round_index: int, client: int) -> tuple[np.random.Generator, ...]:
-        key = noise_seed(self.seed, round_index, client, purpose=_NOISE_PURPOSE)
+        key = noise_seed(self.seed, round_index, client, purpose=_NOISE_PURPOSE,
+                         secret=self.secret)
         root = np.random.SeedSequence(int.from_bytes(key, "big"))
         rounding, noise = root.spawn(2)
         return (np.random.Generator(np.random.PCG64DXSM(rounding)),
@@ -661,7 +683,8 @@ class DistributedDP:
 
         :meth:`client_integers` reduced mod ``m`` into ``[−m/2, m/2)`` and multiplied by the
         resolution ``r`` (exact).  Noise key: ``noise_seed(seed, round, client,
-        purpose="distributed-dp")`` — secret unless the run's seed is known; numpy's
+        purpose="distributed-dp", secret=secret)`` — from the run's secret (from the
+        public seed only in the deterministic debugging mode); numpy's
         Poisson sampler on it is not a CSPRNG (see the module docstring).
         """
         integers, stats = self.client_integers(update, round_index, client)

@@ -5,10 +5,13 @@ So the noise of user-level DP comes from AES-256-CTR (the keystream of
 :func:`fedpriv.protocols.crypto.expand_mask`), turned into standard normals with
 the Box–Muller transform on 53-bit uniforms, never from ``numpy.random``.
 
-Audits need reproducible runs, so :func:`noise_seed` derives the 32-byte key
-from the run's public seed and the round; that noise is reproducible and
-therefore *not* secret from someone who knows the seed.  A deployment passes
-``seed=None`` and gets a fresh key from the OS.  Floating-point attacks on
+:func:`noise_seed` derives each 32-byte key from the run's secret
+(:mod:`fedpriv.dp.secret`: 32 bytes from the OS, kept beside the checkpoint,
+never in a report) with HMAC-SHA-256, so a resumed run redraws the same noise
+and nobody without the secret can.  Only the explicit deterministic debugging
+mode (``dp_params.deterministic``) derives keys from the public seed instead:
+that noise is reproducible by anyone holding the report, and such a run says so
+in its privacy block.  With neither, every key is fresh from the OS.  Floating-point attacks on
 textbook samplers (Mironov 2012; Jin et al. 2022) are out of scope here: the
 noise is added to a float32 vector whose quantisation already dominates.
 """
@@ -16,6 +19,7 @@ noise is added to a float32 vector whose quantisation already dominates.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 
 import numpy as np
@@ -26,15 +30,38 @@ from fedpriv.protocols.crypto import expand_mask, random_seed
 _UNIFORM_SCALE = 2.0**-53
 
 
-def noise_seed(seed: int | None, *context: int, purpose: str = "user-dp") -> bytes:
-    """Return a 32-byte noise key from ``(seed, *context)``; a random one when ``seed`` is None.
+def noise_seed(
+    seed: int | None, *context: int, purpose: str = "user-dp", secret: bytes | None = None,
+) -> bytes:
+    """Return a 32-byte key for ``(purpose, *context)``.
 
-    ``purpose`` separates the streams of different mechanisms that share a seed.
+    With ``secret`` (the run's DP secret): ``HMAC-SHA-256(secret, purpose ‖ context)``,
+    secret from anyone without it.  Without it: derived from the public ``seed``
+    (deterministic debugging mode: known to anyone who knows the seed), or a fresh
+    key from the OS when ``seed`` is None.  ``purpose`` separates the streams of
+    different mechanisms and draws.
     """
+    label = f"{purpose}|" + "|".join(str(c) for c in context)
+    if secret is not None:
+        return hmac.new(secret, b"fedpriv-dp-key|" + label.encode(), hashlib.sha256).digest()
     if seed is None:
         return random_seed()
     material = f"fedpriv-dp-noise|{purpose}|{seed}|" + "|".join(str(c) for c in context)
     return hashlib.sha256(material.encode()).digest()
+
+
+def key_generator(key: bytes) -> np.random.Generator:
+    """Return a numpy generator (PCG64DXSM) seeded with all 256 bits of ``key``.
+
+    numpy's generators are not cryptographic; the key is secret, which is what DP
+    needs of sampling (nobody can tell who was drawn without the key).
+    """
+    return np.random.Generator(np.random.PCG64DXSM(int.from_bytes(key, "big")))
+
+
+def torch_seed(key: bytes) -> int:
+    """Return a 63-bit seed for a ``torch.Generator`` from ``key``."""
+    return int.from_bytes(key[:8], "big") >> 1
 
 
 def gaussian(key: bytes, size: int, std: float) -> np.ndarray:

@@ -19,7 +19,8 @@ Under either mode every client's FedAvg weight is 1 (:data:`DP_CLIENT_WEIGHT`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +52,25 @@ def protocol_vector(
         vector, _ = dist_dp.client_encode(delta, round_index, client)
         return vector
     return delta
+
+
+def rounding_l2_bound(protocol: Any, dim: int) -> float:
+    """Return how much ``protocol``'s per-client fixed-point rounding can lengthen a vector.
+
+    ``secagg``/``secagg+`` round each of the ``dim`` coordinates of a client's
+    weighted input ``(w / max_weight)·Δ`` stochastically to a multiple of their
+    ``resolution`` r, after any DP clipping: with the DP weight ``w = 1`` the
+    error is below ``r·max_weight`` per coordinate of Δ, so below
+    ``r·max_weight·√dim`` in L2.
+    Other protocols round nothing per client (``plain`` sends floats; ``ckks``'s
+    approximation and flooding noise is added to the sum, independent of any
+    one client's data).
+    """
+    if getattr(protocol, "name", None) not in ("secagg", "secagg+"):
+        return 0.0
+    config = protocol.config
+    per_coordinate = float(config.resolution) * float(config.max_weight) / DP_CLIENT_WEIGHT
+    return per_coordinate * math.sqrt(dim)
 
 
 def protocol_vector_size(
@@ -94,4 +114,5 @@ def server_mean(
     return np.asarray(aggregate), None
 
 
-__all__ = ["DP_CLIENT_WEIGHT", "protocol_vector", "protocol_vector_size", "server_mean"]
+__all__ = ["DP_CLIENT_WEIGHT", "protocol_vector", "protocol_vector_size", "rounding_l2_bound",
+           "server_mean"]

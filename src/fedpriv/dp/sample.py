@@ -33,11 +33,13 @@ optimiser, with ``loss_reduction="mean"`` and ``expected_batch_size = q·n``, th
 divides the noised clipped sum by ``q·n`` (never by the realised batch size, which
 would leak it).
 
-Noise comes from the ``torch.Generator`` the caller passes (seeded per round and
-client for reproducible audits; such noise is *not* secret from whoever knows the
-seed).  ``secure_mode`` switches Opacus to its noise sampler that resists the
-floating-point attacks on textbook Gaussian sampling (Mironov 2012; Jin et al.
-2022, https://arxiv.org/abs/2112.05307), at about four times the sampling cost.
+Noise comes from the ``torch.Generator`` the caller passes (the loop seeds it per
+round and client from the run's DP secret, :mod:`fedpriv.dp.secret`, so it is
+secret from readers of the report yet resumable; only the deterministic debugging
+mode seeds it from the public seed).  ``secure_mode`` switches Opacus to its
+noise sampler that resists the floating-point attacks on textbook Gaussian
+sampling (Mironov 2012; Jin et al. 2022, https://arxiv.org/abs/2112.05307), at
+about four times the sampling cost.
 """
 
 from __future__ import annotations
@@ -446,6 +448,7 @@ def train_local_dp(
     device: torch.device,
     rng: np.random.Generator,
     noise_generator: torch.Generator,
+    nominal_size: int | None = None,
 ) -> LocalResult:
     """Train ``params`` (the wrapped model's trainable parameters) with DP-SGD on ``examples``.
 
@@ -456,6 +459,12 @@ def train_local_dp(
     ``settings.lr`` / ``settings.weight_decay``.  ``settings.max_grad_norm`` (the
     batch clipping of non-private training) is not used.  ``mean_loss`` is the
     mean per-example loss over the examples seen (NaN when every batch was empty).
+
+    ``nominal_size`` is the public size ``n`` the rate and step count derive from
+    (default: ``len(examples)``).  An audit passes the size without its one-run
+    canaries: a rate computed from the true count would reveal, in the report's
+    ``sample_rate`` and ε, how many canaries the client included.  Every example
+    is still sampled with probability ``q``, which is what the accountant assumes.
     """
     if not isinstance(dp, SampleDPSettings):
         raise ConfigError(f"dp must be SampleDPSettings, got {type(dp).__name__}")
@@ -467,7 +476,7 @@ def train_local_dp(
     if noise_generator.device.type != device.type:
         raise ConfigError(f"the noise generator is on {noise_generator.device} but training runs "
                           f"on {device}; create it with torch.Generator(device=device)")
-    n = len(examples)
+    n = len(examples) if nominal_size is None else nominal_size
     q = local_sample_rate(settings.batch_size, n)
     steps = local_dp_steps(settings, n)
     optimizer = private._dp_optimizer(
@@ -478,7 +487,7 @@ def train_local_dp(
     )
     total_loss, seen = 0.0, 0
     with private.training() as module:
-        for indices in poisson_batches(n, q, steps, rng):
+        for indices in poisson_batches(len(examples), q, steps, rng):
             optimizer.zero_grad(set_to_none=True)
             if indices.size == 0:
                 private.backward_empty(optimizer)

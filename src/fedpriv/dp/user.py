@@ -127,7 +127,7 @@ class UserLevelDP:
 
     def __init__(
         self, settings: UserDPSettings, *, num_clients: int, clients_per_round: int,
-        seed: int | None,
+        seed: int | None, secret: bytes | None = None,
     ) -> None:
         if not 1 <= clients_per_round <= num_clients:
             raise ConfigError(f"clients_per_round must be in [1, {num_clients}], got "
@@ -137,7 +137,12 @@ class UserLevelDP:
         self.sample_rate = clients_per_round / num_clients
         self.expected_clients = float(clients_per_round)
         self.seed = seed
+        self.secret = secret
+        """The run's DP secret: noise keys derive from it (None: from ``seed``, the
+        deterministic debugging mode, or fresh from the OS when that is None too)."""
         self.clip = settings.clip
+        self.rounding_margin = 0.0
+        """Subtracted from the clip bound on the client (see :meth:`set_rounding_margin`)."""
         self.count_stddev = (
             settings.count_stddev if settings.count_stddev is not None
             else COUNT_STDDEV_FRACTION * self.expected_clients
@@ -146,6 +151,35 @@ class UserLevelDP:
             update_noise_multiplier(settings.noise_multiplier, self.count_stddev)
             if settings.adaptive_clip else settings.noise_multiplier
         )
+
+    def set_rounding_margin(self, margin: float) -> None:
+        """Clip to ``C − margin`` so that rounding after clipping keeps the norm within ``C``.
+
+        Secure aggregation rounds each coordinate stochastically to its fixed-point
+        grid after the client clipped: the rounded update, which is what the sum
+        holds, can be ``r·√d`` longer than the clipped one, and the accountant
+        assumes ``C``.  ``margin`` is that ``r·√d`` (0 without such rounding).
+        """
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"the rounding margin must be finite and >= 0, got {margin}")
+        if margin >= self.clip:
+            raise ConfigError(
+                f"the protocol's fixed-point rounding can add {margin:.3g} to a clipped "
+                f"update's norm, not less than the user-level DP clip {self.clip:.3g}; use a "
+                "finer secure-aggregation resolution (protocol_params.resolution) or a larger "
+                "dp_params.clip")
+        self.rounding_margin = margin
+
+    @property
+    def client_clip(self) -> float:
+        """The bound clients clip to: ``C`` less the protocol's rounding margin."""
+        bound = self.clip - self.rounding_margin
+        if bound <= 0:
+            raise ConfigError(
+                f"adaptive clipping moved the bound to {self.clip:.3g}, below the protocol's "
+                f"rounding margin {self.rounding_margin:.3g}; use a finer secure-aggregation "
+                "resolution or raise dp_params.target_quantile")
+        return bound
 
     @property
     def extra_coordinates(self) -> int:
@@ -168,7 +202,7 @@ class UserLevelDP:
 
     def client_vector(self, update: np.ndarray) -> tuple[np.ndarray, float]:
         """Return (what the client hands to the protocol, its update norm before clipping)."""
-        clipped, norm = clip_update(update, self.clip)
+        clipped, norm = clip_update(update, self.client_clip)
         if not self.settings.adaptive_clip:
             return clipped, norm
         bit = np.array([1.0 if norm <= self.clip else 0.0], dtype=clipped.dtype)
@@ -190,7 +224,7 @@ class UserLevelDP:
         if summed.shape != (vector_size + extra,):
             raise ConfigError(f"the aggregate has {summed.shape[0]} values, expected "
                               f"{vector_size + extra}")
-        key = noise_seed(self.seed, round_index)
+        key = noise_seed(self.seed, round_index, secret=self.secret)
         noise = gaussian(key, vector_size + extra, 1.0)
         total = summed[:vector_size].astype(np.float64) + noise[:vector_size] * (
             self.update_noise * self.clip)

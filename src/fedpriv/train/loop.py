@@ -10,9 +10,16 @@ protocol's message phases and returns the weighted mean and the
 vector (A and B of each LoRA pair, or only B under FFA-LoRA), averaging the
 flat vector is FedAvg of A and of B.
 
-Randomness is derived from ``(seed, round, client)`` with ``numpy``
-``SeedSequence`` so a run is deterministic on CPU and a resumed run draws the
-same clients and batches as an uninterrupted one.
+Randomness.  Without DP, everything is derived from ``(seed, round, client)``
+with ``numpy`` ``SeedSequence``, so a run is deterministic on CPU and a resumed
+run draws the same clients and batches as an uninterrupted one.  With DP, every
+draw that DP relies on — the noise, the Poisson sampling of examples (sample-level)
+and of clients (user-level), and the batches — comes from keys derived from the
+run's secret (:mod:`fedpriv.dp.secret`), never from the public seed: the report
+publishes the seed, and noise regenerated from it could be subtracted.  The
+secret is kept beside the checkpoint, so a resumed DP run is still identical to
+an uninterrupted one.  Only ``dp_params.deterministic`` (debugging) derives them
+from the seed, and such a run says so in its privacy block.
 """
 
 from __future__ import annotations
@@ -32,7 +39,15 @@ from peft import PeftModel
 
 from fedpriv.dp.config import DPPlan
 from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
-from fedpriv.dp.rounds import DP_CLIENT_WEIGHT, protocol_vector, protocol_vector_size, server_mean
+from fedpriv.dp.noise import key_generator, noise_seed, torch_seed
+from fedpriv.dp.rounds import (
+    DP_CLIENT_WEIGHT,
+    protocol_vector,
+    protocol_vector_size,
+    rounding_l2_bound,
+    server_mean,
+)
+from fedpriv.dp.secret import fresh_secret
 from fedpriv.dp.user import UserDPRound, UserDPSettings, UserLevelDP
 from fedpriv.errors import CheckpointError, ConfigError, ProtocolError
 from fedpriv.models import (
@@ -206,6 +221,8 @@ class FederatedTrainer:
         fingerprint: str = "",
         dp: DPPlan | None = None,
         round_runner: RoundRunner | None = None,
+        dp_secret: bytes | None = None,
+        nominal_sizes: Sequence[int] | None = None,
     ) -> None:
         if not client_examples:
             raise ConfigError("the federation has no clients")
@@ -223,6 +240,25 @@ class FederatedTrainer:
             raise ConfigError("no client has training examples")
         self.client_weights = [len(e) / largest for e in client_examples]
         self.dp = dp
+        if nominal_sizes is not None and len(nominal_sizes) != len(client_examples):
+            raise ConfigError(f"{len(nominal_sizes)} nominal client sizes for "
+                              f"{len(client_examples)} clients; give one per client")
+        self.nominal_sizes = (
+            [len(e) for e in client_examples] if nominal_sizes is None else list(nominal_sizes))
+        """Public sizes DP-SGD's sample rate derives from (never the count that includes
+        the audit canaries, which would reveal how many each client included)."""
+        self._dp_secret: bytes | None = None
+        self._dp_seed: int | None = None
+        if dp is not None:
+            if dp.config.deterministic:
+                self._dp_seed = seed
+            elif not (dp.config.secure_mode and dp.mode in ("user", "distributed")):
+                if dp_secret is None:
+                    if checkpoint_path is not None:
+                        logger.warning("a DP run without its stored secret: a resumed run will "
+                                       "not match an uninterrupted one")
+                    dp_secret = fresh_secret()
+                self._dp_secret = dp_secret
         self.user_dp: UserLevelDP | None = None
         if dp is not None and dp.mode == "user":
             cfg = dp.config
@@ -231,8 +267,12 @@ class FederatedTrainer:
                                adaptive_clip=cfg.adaptive_clip, target_quantile=cfg.target_quantile,
                                clip_lr=cfg.clip_lr, count_stddev=cfg.count_stddev),
                 num_clients=len(client_examples), clients_per_round=settings.clients_per_round,
-                seed=None if cfg.secure_mode else seed,
+                seed=self._dp_seed, secret=self._dp_secret,
             )
+            # Fixed-point rounding inside secure aggregation happens after clipping: clip to
+            # C − r√d so that the rounded update, what the sum really holds, stays within C.
+            self.user_dp.set_rounding_margin(rounding_l2_bound(
+                protocol, adapter_size(model) + self.user_dp.extra_coordinates))
             # DP-FedAvg bounds each client's contribution by C: every client weighs 1.
             self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self.dist_dp: DistributedDP | None = None
@@ -243,7 +283,7 @@ class FederatedTrainer:
                                       bits=cfg.bits, k_stddevs=cfg.k_stddevs),
                 dim=adapter_size(model),
                 expected_clients=settings.clients_per_round,
-                seed=None if cfg.secure_mode else seed,
+                seed=self._dp_seed, secret=self._dp_secret,
             )
             self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self._private: PrivateModel | None = None
@@ -270,13 +310,25 @@ class FederatedTrainer:
         under user-level DP, Poisson sampling (which its accountant assumes).
         """
         if self.user_dp is not None:
-            rng = np.random.default_rng([self.seed, round_index, 1])
-            return self.user_dp.sample(rng)
+            return self.user_dp.sample(self._dp_rng("client-sampling", round_index))
         return sample_clients(self.seed, round_index, len(self.client_examples),
                               self.settings.clients_per_round)
 
+    def _dp_key(self, purpose: str, *context: int) -> bytes:
+        """Return the key of a DP draw: from the run's secret (the seed in deterministic mode)."""
+        return noise_seed(self._dp_seed, *context, purpose=purpose, secret=self._dp_secret)
+
+    def _dp_rng(self, purpose: str, *context: int) -> np.random.Generator:
+        return key_generator(self._dp_key(purpose, *context))
+
     def batch_rng(self, round_index: int, client: int) -> np.random.Generator:
-        """Return the generator that orders ``client``'s batches in ``round_index``."""
+        """Return the generator that orders (DP-SGD: Poisson-samples) ``client``'s batches.
+
+        From the public seed without DP; from the run's DP secret with DP (the
+        amplification by sampling assumes nobody knows which examples were drawn).
+        """
+        if self.dp is not None:
+            return self._dp_rng("batches", round_index, client)
         return np.random.default_rng([self.seed, round_index, 3, client])
 
     def client_update(
@@ -294,11 +346,11 @@ class FederatedTrainer:
                 from fedpriv.dp.sample import train_local_dp
 
                 noise = torch.Generator(device=self.device)
-                noise.manual_seed(_seed_int(self.seed, round_index, 5, client))
+                noise.manual_seed(torch_seed(self._dp_key("sample-dp", round_index, client)))
                 result = train_local_dp(
                     self._private, self.params, self.client_examples[client], self.settings.local,
                     self._private.settings, pad_id=self.pad_id, device=self.device, rng=rng,
-                    noise_generator=noise,
+                    noise_generator=noise, nominal_size=self.nominal_sizes[client],
                 )
             else:
                 result = train_local(
