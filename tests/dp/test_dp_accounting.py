@@ -211,8 +211,9 @@ def test_epsilon_of_rdp_is_the_hand_composed_curve():
     first, second = GaussianSteps(1.0, 0.02, 400), GaussianSteps(3.0, 0.1, 250)
     both = epsilon_of([first, second], 1e-5, "rdp")
     assert both == pytest.approx(float(by_hand), rel=1e-10)
-    assert both > epsilon_of([first], 1e-5) and both > epsilon_of([second], 1e-5)
-    assert both < epsilon_of([first], 1e-5) + epsilon_of([second], 1e-5)  # RDP beats naive
+    assert both > epsilon_of([first], 1e-5, "rdp") and both > epsilon_of([second], 1e-5, "rdp")
+    # RDP beats naive composition
+    assert both < epsilon_of([first], 1e-5, "rdp") + epsilon_of([second], 1e-5, "rdp")
     assert both == pytest.approx(_google_rdp([(1.0, 0.02, 400), (3.0, 0.1, 250)], 1e-5),
                                  rel=0.01)
 
@@ -236,22 +237,23 @@ def test_no_steps_spend_nothing():
         assert epsilon_of([], 1e-5, accountant) == 0.0
         assert epsilon_of([GaussianSteps(1.0, 0.1, 0)] * 3, 1e-5, accountant) == 0.0
     # zero-step stretches do not disturb the rest
-    assert epsilon_of([GaussianSteps(0.5, 0.9, 0), GaussianSteps(1.0, 0.1, 50)], 1e-5) == (
-        epsilon(1.0, 0.1, 50, 1e-5))
+    assert epsilon_of([GaussianSteps(0.5, 0.9, 0), GaussianSteps(1.0, 0.1, 50)], 1e-5, "rdp") == (
+        epsilon(1.0, 0.1, 50, 1e-5, "rdp"))
 
 
 @FAST
 @given(sigma=st.floats(0.3, 50), ratio=st.floats(1.001, 3), q=st.floats(0.001, 1),
        steps=st.integers(1, 3000))
 def test_rdp_epsilon_decreases_in_noise(sigma, ratio, q, steps):
-    assert epsilon(sigma * ratio, q, steps, 1e-5) <= epsilon(sigma, q, steps, 1e-5) * (1 + 1e-12)
+    more_noise = epsilon(sigma * ratio, q, steps, 1e-5, "rdp")
+    assert more_noise <= epsilon(sigma, q, steps, 1e-5, "rdp") * (1 + 1e-12)
 
 
 @FAST
 @given(sigma=st.floats(0.3, 50), q=st.floats(0.001, 1), steps=st.integers(1, 3000),
        more=st.integers(1, 3000))
 def test_rdp_epsilon_increases_in_steps(sigma, q, steps, more):
-    assert epsilon(sigma, q, steps, 1e-5) <= epsilon(sigma, q, steps + more, 1e-5)
+    assert epsilon(sigma, q, steps, 1e-5, "rdp") <= epsilon(sigma, q, steps + more, 1e-5, "rdp")
 
 
 @pytest.mark.parametrize(("q", "steps"), [(0.01, 1000), (0.3, 50)])
@@ -268,14 +270,14 @@ def test_prv_epsilon_monotone_on_a_grid(q, steps):
 @given(target=st.floats(0.5, 20), q=st.floats(0.01, 1), steps=st.integers(1, 2000))
 def test_solved_noise_is_smallest_meeting_target(target, q, steps):
     try:
-        sigma = solve_noise_multiplier(target, q, steps, 1e-5, tolerance=0.01)
+        sigma = solve_noise_multiplier(target, q, steps, 1e-5, "rdp", tolerance=0.01)
     except ConfigError:
         # only when even the largest σ allowed cannot reach the target
-        assert epsilon(MAX_NOISE_MULTIPLIER, q, steps, 1e-5) > target
+        assert epsilon(MAX_NOISE_MULTIPLIER, q, steps, 1e-5, "rdp") > target
         return
     assert MIN_NOISE_MULTIPLIER <= sigma <= MAX_NOISE_MULTIPLIER
-    assert epsilon(sigma, q, steps, 1e-5) <= target
-    assert sigma == MIN_NOISE_MULTIPLIER or epsilon(sigma * 0.99, q, steps, 1e-5) > target
+    assert epsilon(sigma, q, steps, 1e-5, "rdp") <= target
+    assert sigma == MIN_NOISE_MULTIPLIER or epsilon(sigma * 0.99, q, steps, 1e-5, "rdp") > target
 
 
 @pytest.mark.parametrize(("target", "q", "steps"),
@@ -289,17 +291,17 @@ def test_solved_noise_with_prv(target, q, steps):
 
 
 def test_solver_tolerance_is_relative():
-    coarse = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, tolerance=0.2)
-    assert epsilon(coarse, 0.05, 500, 1e-5) <= 2.0
-    assert epsilon(coarse * 0.8, 0.05, 500, 1e-5) > 2.0
-    fine = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, tolerance=0.001)
-    assert fine <= coarse and epsilon(fine * 0.999, 0.05, 500, 1e-5) > 2.0
+    coarse = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, "rdp", tolerance=0.2)
+    assert epsilon(coarse, 0.05, 500, 1e-5, "rdp") <= 2.0
+    assert epsilon(coarse * 0.8, 0.05, 500, 1e-5, "rdp") > 2.0
+    fine = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, "rdp", tolerance=0.001)
+    assert fine <= coarse and epsilon(fine * 0.999, 0.05, 500, 1e-5, "rdp") > 2.0
 
 
 def test_solver_returns_lower_end_when_any_noise_would_do():
     # one step at a tiny sampling rate: even σ = MIN_NOISE_MULTIPLIER stays far below 1e9
-    assert epsilon(MIN_NOISE_MULTIPLIER, 1e-6, 1, 0.5) < 1e9
-    assert solve_noise_multiplier(1e9, 1e-6, 1, 0.5) == MIN_NOISE_MULTIPLIER
+    assert epsilon(MIN_NOISE_MULTIPLIER, 1e-6, 1, 0.5, "rdp") < 1e9
+    assert solve_noise_multiplier(1e9, 1e-6, 1, 0.5, "rdp") == MIN_NOISE_MULTIPLIER
 
 
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
