@@ -19,6 +19,7 @@ from scipy import integrate, stats
 
 from fedpriv.dp.accounting import (
     ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
     MAX_NOISE_MULTIPLIER,
     MIN_NOISE_MULTIPLIER,
     RDP_ORDERS,
@@ -26,7 +27,9 @@ from fedpriv.dp.accounting import (
     check_delta,
     delta_warning,
     epsilon,
+    epsilon_both,
     epsilon_of,
+    epsilon_replace_one,
     gaussian_delta_exact,
     gaussian_epsilon_exact,
     solve_noise_multiplier,
@@ -435,3 +438,66 @@ def test_tiny_noise_is_finite_or_infinite_never_nan():
         value = epsilon(MIN_NOISE_MULTIPLIER, 0.5, 100, 1e-5, accountant)
         assert not math.isnan(value) and value > 1e3
 
+
+
+# ------------------------------------------------------------------ replace-one, both accountants
+
+@pytest.mark.parametrize(("sigma", "q"), [(1.0, 0.1), (0.5, 0.5), (3.0, 0.01), (1.2, 0.99)])
+def test_replace_one_prv_cdf_against_the_privacy_loss(sigma, q):
+    """P(L ≤ L(x)) = P_P(X ≥ x) for the pair P = qN(−1,σ²)+(1−q)N(0,σ²), Q = its mirror."""
+    from fedpriv.dp.accounting import _ReplaceOnePoissonGaussianPRV
+
+    prv = _ReplaceOnePoissonGaussianPRV(q, sigma)
+    xs = np.linspace(-4 * sigma - 1, 4 * sigma + 1, 41)
+
+    def density(x: np.ndarray, shift: float) -> np.ndarray:
+        return q * stats.norm.pdf(x, shift, sigma) + (1 - q) * stats.norm.pdf(x, 0, sigma)
+
+    losses = np.log(density(xs, -1.0)) - np.log(density(xs, 1.0))
+    assert np.all(np.diff(losses) < 0)  # the loss decreases in x, as the CDF assumes
+    survival = (q * stats.norm.sf(xs, -1.0, sigma) + (1 - q) * stats.norm.sf(xs, 0, sigma))
+    np.testing.assert_allclose(prv.cdf(losses), survival, rtol=1e-6, atol=1e-12)
+    # and the CDF is a CDF: 0 and 1 far out, nondecreasing, finite for huge |t|
+    ends = prv.cdf(np.array([-1e4, -800.0, 800.0, 1e4]))
+    np.testing.assert_allclose(ends, [0, 0, 1, 1], atol=1e-12)
+    grid = prv.cdf(np.linspace(-50, 50, 2001))
+    assert np.all(np.diff(grid) >= -1e-15) and np.all(np.isfinite(grid))
+
+
+def test_replace_one_bounds_and_empty():
+    steps = [GaussianSteps(1.0, 0.1, 100)]
+    for accountant in ACCOUNTANTS:
+        replaced = epsilon_replace_one(steps, 1e-5, accountant)
+        assert epsilon_of(steps, 1e-5, accountant) < replaced
+        assert replaced <= epsilon(0.5, 1.0, 100, 1e-5, accountant)  # never above no amplification
+        assert epsilon_replace_one([], 1e-5, accountant) == 0.0
+        assert epsilon_replace_one([GaussianSteps(1.0, 0.1, 0)], 1e-5, accountant) == 0.0
+    # heterogeneous: q = 1 and q < 1 stretches compose
+    mixed = epsilon_replace_one([GaussianSteps(4.0, 1.0, 8), GaussianSteps(1.0, 0.1, 50)], 1e-5)
+    assert mixed > epsilon_replace_one([GaussianSteps(4.0, 1.0, 8)], 1e-5)
+    assert mixed > epsilon_replace_one([GaussianSteps(1.0, 0.1, 50)], 1e-5)
+
+
+def test_replace_one_and_both_validate():
+    with pytest.raises(ConfigError, match="delta"):
+        epsilon_replace_one([GaussianSteps(1.0, 0.1, 10)], 0.0)
+    with pytest.raises(ConfigError, match="rdp, prv"):
+        epsilon_replace_one([GaussianSteps(1.0, 0.1, 10)], 1e-5, "pld")
+    with pytest.raises(ConfigError, match="GaussianSteps"):
+        epsilon_replace_one([(1.0, 0.1, 10)], 1e-5)  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="delta"):
+        epsilon_both([GaussianSteps(1.0, 0.1, 10)], 1.5)
+    with pytest.raises(ConfigError, match="GaussianSteps"):
+        epsilon_both([(1.0, 0.1, 10)], 1e-5)  # type: ignore[list-item]
+    assert epsilon_both([], 1e-5) == {"rdp": 0.0, "prv": 0.0}
+
+
+def test_default_accountant_is_prv_and_never_below_the_pld_lower_bound():
+    from dp_accounting.pld import privacy_loss_distribution
+
+    assert DEFAULT_ACCOUNTANT == "prv"
+    for sigma, q, steps in [(1.0, 0.1, 100), (2.5, 0.5, 64), (4.0, 1.0, 8), (0.7, 0.01, 3000)]:
+        floor = privacy_loss_distribution.from_gaussian_mechanism(
+            sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
+            sampling_prob=q).self_compose(steps).get_epsilon_for_delta(1e-5)
+        assert epsilon(sigma, q, steps, 1e-5) >= floor
