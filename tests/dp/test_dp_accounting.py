@@ -492,12 +492,15 @@ def test_replace_one_and_both_validate():
     assert epsilon_both([], 1e-5) == {"rdp": 0.0, "prv": 0.0}
 
 
-def test_default_accountant_is_prv_and_never_below_the_pld_lower_bound():
+@pytest.mark.parametrize("accountant", ACCOUNTANTS)
+def test_accountants_never_below_the_pld_lower_bound(accountant):
+    """Neither accountant (PRV is :data:`DEFAULT_ACCOUNTANT`) is ever optimistic."""
     from dp_accounting.pld import privacy_loss_distribution
 
-    assert DEFAULT_ACCOUNTANT == "prv"
-    for sigma, q, steps in [(1.0, 0.1, 100), (2.5, 0.5, 64), (4.0, 1.0, 8), (0.7, 0.01, 3000)]:
+    assert DEFAULT_ACCOUNTANT in ACCOUNTANTS
+    for sigma, q, steps in [(1.0, 0.1, 100), (2.5, 0.5, 64), (4.0, 1.0, 8), (0.7, 0.01, 3000),
+                            (20.0, 0.5, 10), (0.3, 0.2, 5)]:
         floor = privacy_loss_distribution.from_gaussian_mechanism(
             sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
             sampling_prob=q).self_compose(steps).get_epsilon_for_delta(1e-5)
-        assert epsilon(sigma, q, steps, 1e-5) >= floor
+        assert epsilon(sigma, q, steps, 1e-5, accountant) >= floor

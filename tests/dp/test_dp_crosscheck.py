@@ -382,4 +382,9 @@ def test_epsilon_both_reports_rdp_and_prv(sigma, q, steps):
 
 def test_default_accountant_is_the_tight_one():
     assert DEFAULT_ACCOUNTANT == "prv" and DEFAULT_ACCOUNTANT in ACCOUNTANTS
-    assert epsilon(1.0, 0.1, 100, DELTA) == epsilon(1.0, 0.1, 100, DELTA, "prv")
+    # tighter than RDP (7–12 % in fedpriv's settings), and reproduced by dp-accounting's PLD
+    for sigma, q, steps in [(1.0, 0.1, 100), (2.556, 0.5, 64), (3.966, 1.0, 8)]:
+        tight = epsilon(sigma, q, steps, DELTA, DEFAULT_ACCOUNTANT)
+        assert 0.85 * epsilon(sigma, q, steps, DELTA, "rdp") < tight
+        assert tight < 0.95 * epsilon(sigma, q, steps, DELTA, "rdp")
+        assert_reproduced(tight, sigma, q, steps, DEFAULT_ACCOUNTANT)

@@ -60,7 +60,9 @@ logger = logging.getLogger(__name__)
 
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
 DEFAULT_ACCOUNTANT: str = "prv"
-"""The tightest accountant here that is a valid upper bound (PRV's upper estimate)."""
+"""The accountant a run should use unless told otherwise: the tightest one here that is a
+valid upper bound (PRV's upper estimate, never above RDP).  The pure functions below keep
+``"rdp"`` as their keyword default (callers pass the run's accountant explicitly)."""
 MAX_NOISE_MULTIPLIER: float = 100.0
 """Largest σ :func:`solve_noise_multiplier` will consider."""
 MIN_NOISE_MULTIPLIER: float = 0.01
@@ -391,7 +393,7 @@ def _epsilons(stretches: Sequence[GaussianSteps], delta: float,
 
 def epsilon_of(
     composition: Sequence[GaussianSteps], delta: float,
-    accountant: str = DEFAULT_ACCOUNTANT,
+    accountant: str = "rdp",
 ) -> float:
     """Return the ε that the composition of ``composition``'s stretches spends at ``delta``.
 
@@ -424,7 +426,7 @@ def epsilon_both(composition: Sequence[GaussianSteps], delta: float) -> dict[str
 
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
-            accountant: str = DEFAULT_ACCOUNTANT) -> float:
+            accountant: str = "rdp") -> float:
     """Return the ε spent at ``delta`` by ``steps`` Poisson-subsampled Gaussian mechanisms.
 
     ``noise_multiplier`` is σ (noise std over the sensitivity), ``sample_rate`` q in
@@ -435,7 +437,7 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
 
 def epsilon_replace_one(
     composition: Sequence[GaussianSteps], delta: float,
-    accountant: str = DEFAULT_ACCOUNTANT,
+    accountant: str = "rdp",
 ) -> float:
     """Return the ε at ``delta`` for *replacing* one unit's data (replace-one relation).
 
@@ -483,7 +485,7 @@ def _format_up(value: float) -> str:
 
 
 def solve_noise_multiplier(target_epsilon: float, sample_rate: float, steps: int, delta: float,
-                           accountant: str = DEFAULT_ACCOUNTANT, *,
+                           accountant: str = "rdp", *,
                            tolerance: float = 0.01) -> float:
     """Return the smallest σ (up to relative ``tolerance``) whose ε at ``delta`` is <= target.
 
