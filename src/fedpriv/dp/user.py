@@ -31,7 +31,7 @@ noise ``σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2)`` (their Theorem 1) that is 
 so the run is accounted as a Gaussian of noise multiplier ``σ``, and it needs
 ``σ < 2σ_b``.  (Sending 0/1 instead would make the ratio
 ``sqrt(σ⁻² + ¾σ_b⁻²)``: 20 clients a round of 200, 100 rounds, σ = 1 then spend
-ε ≈ 12.4 where 7.05 is stated.)  The bit travels as one extra coordinate of the
+ε ≈ 12.4 (PLD) where 7.05 (PRV) is stated.)  The bit travels as one extra coordinate of the
 update, so it goes through secure aggregation like the rest.
 """
 
