@@ -19,6 +19,7 @@ from scipy import integrate, stats
 
 from fedpriv.dp.accounting import (
     ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
     MAX_NOISE_MULTIPLIER,
     MIN_NOISE_MULTIPLIER,
     RDP_ORDERS,
@@ -26,7 +27,9 @@ from fedpriv.dp.accounting import (
     check_delta,
     delta_warning,
     epsilon,
+    epsilon_both,
     epsilon_of,
+    epsilon_replace_one,
     gaussian_delta_exact,
     gaussian_epsilon_exact,
     solve_noise_multiplier,
@@ -211,8 +214,9 @@ def test_epsilon_of_rdp_is_the_hand_composed_curve():
     first, second = GaussianSteps(1.0, 0.02, 400), GaussianSteps(3.0, 0.1, 250)
     both = epsilon_of([first, second], 1e-5, "rdp")
     assert both == pytest.approx(float(by_hand), rel=1e-10)
-    assert both > epsilon_of([first], 1e-5) and both > epsilon_of([second], 1e-5)
-    assert both < epsilon_of([first], 1e-5) + epsilon_of([second], 1e-5)  # RDP beats naive
+    assert both > epsilon_of([first], 1e-5, "rdp") and both > epsilon_of([second], 1e-5, "rdp")
+    # RDP beats naive composition
+    assert both < epsilon_of([first], 1e-5, "rdp") + epsilon_of([second], 1e-5, "rdp")
     assert both == pytest.approx(_google_rdp([(1.0, 0.02, 400), (3.0, 0.1, 250)], 1e-5),
                                  rel=0.01)
 
@@ -236,22 +240,23 @@ def test_no_steps_spend_nothing():
         assert epsilon_of([], 1e-5, accountant) == 0.0
         assert epsilon_of([GaussianSteps(1.0, 0.1, 0)] * 3, 1e-5, accountant) == 0.0
     # zero-step stretches do not disturb the rest
-    assert epsilon_of([GaussianSteps(0.5, 0.9, 0), GaussianSteps(1.0, 0.1, 50)], 1e-5) == (
-        epsilon(1.0, 0.1, 50, 1e-5))
+    assert epsilon_of([GaussianSteps(0.5, 0.9, 0), GaussianSteps(1.0, 0.1, 50)], 1e-5, "rdp") == (
+        epsilon(1.0, 0.1, 50, 1e-5, "rdp"))
 
 
 @FAST
 @given(sigma=st.floats(0.3, 50), ratio=st.floats(1.001, 3), q=st.floats(0.001, 1),
        steps=st.integers(1, 3000))
 def test_rdp_epsilon_decreases_in_noise(sigma, ratio, q, steps):
-    assert epsilon(sigma * ratio, q, steps, 1e-5) <= epsilon(sigma, q, steps, 1e-5) * (1 + 1e-12)
+    more_noise = epsilon(sigma * ratio, q, steps, 1e-5, "rdp")
+    assert more_noise <= epsilon(sigma, q, steps, 1e-5, "rdp") * (1 + 1e-12)
 
 
 @FAST
 @given(sigma=st.floats(0.3, 50), q=st.floats(0.001, 1), steps=st.integers(1, 3000),
        more=st.integers(1, 3000))
 def test_rdp_epsilon_increases_in_steps(sigma, q, steps, more):
-    assert epsilon(sigma, q, steps, 1e-5) <= epsilon(sigma, q, steps + more, 1e-5)
+    assert epsilon(sigma, q, steps, 1e-5, "rdp") <= epsilon(sigma, q, steps + more, 1e-5, "rdp")
 
 
 @pytest.mark.parametrize(("q", "steps"), [(0.01, 1000), (0.3, 50)])
@@ -268,14 +273,14 @@ def test_prv_epsilon_monotone_on_a_grid(q, steps):
 @given(target=st.floats(0.5, 20), q=st.floats(0.01, 1), steps=st.integers(1, 2000))
 def test_solved_noise_is_smallest_meeting_target(target, q, steps):
     try:
-        sigma = solve_noise_multiplier(target, q, steps, 1e-5, tolerance=0.01)
+        sigma = solve_noise_multiplier(target, q, steps, 1e-5, "rdp", tolerance=0.01)
     except ConfigError:
         # only when even the largest σ allowed cannot reach the target
-        assert epsilon(MAX_NOISE_MULTIPLIER, q, steps, 1e-5) > target
+        assert epsilon(MAX_NOISE_MULTIPLIER, q, steps, 1e-5, "rdp") > target
         return
     assert MIN_NOISE_MULTIPLIER <= sigma <= MAX_NOISE_MULTIPLIER
-    assert epsilon(sigma, q, steps, 1e-5) <= target
-    assert sigma == MIN_NOISE_MULTIPLIER or epsilon(sigma * 0.99, q, steps, 1e-5) > target
+    assert epsilon(sigma, q, steps, 1e-5, "rdp") <= target
+    assert sigma == MIN_NOISE_MULTIPLIER or epsilon(sigma * 0.99, q, steps, 1e-5, "rdp") > target
 
 
 @pytest.mark.parametrize(("target", "q", "steps"),
@@ -289,17 +294,17 @@ def test_solved_noise_with_prv(target, q, steps):
 
 
 def test_solver_tolerance_is_relative():
-    coarse = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, tolerance=0.2)
-    assert epsilon(coarse, 0.05, 500, 1e-5) <= 2.0
-    assert epsilon(coarse * 0.8, 0.05, 500, 1e-5) > 2.0
-    fine = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, tolerance=0.001)
-    assert fine <= coarse and epsilon(fine * 0.999, 0.05, 500, 1e-5) > 2.0
+    coarse = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, "rdp", tolerance=0.2)
+    assert epsilon(coarse, 0.05, 500, 1e-5, "rdp") <= 2.0
+    assert epsilon(coarse * 0.8, 0.05, 500, 1e-5, "rdp") > 2.0
+    fine = solve_noise_multiplier(2.0, 0.05, 500, 1e-5, "rdp", tolerance=0.001)
+    assert fine <= coarse and epsilon(fine * 0.999, 0.05, 500, 1e-5, "rdp") > 2.0
 
 
 def test_solver_returns_lower_end_when_any_noise_would_do():
     # one step at a tiny sampling rate: even σ = MIN_NOISE_MULTIPLIER stays far below 1e9
-    assert epsilon(MIN_NOISE_MULTIPLIER, 1e-6, 1, 0.5) < 1e9
-    assert solve_noise_multiplier(1e9, 1e-6, 1, 0.5) == MIN_NOISE_MULTIPLIER
+    assert epsilon(MIN_NOISE_MULTIPLIER, 1e-6, 1, 0.5, "rdp") < 1e9
+    assert solve_noise_multiplier(1e9, 1e-6, 1, 0.5, "rdp") == MIN_NOISE_MULTIPLIER
 
 
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
@@ -433,3 +438,69 @@ def test_tiny_noise_is_finite_or_infinite_never_nan():
         value = epsilon(MIN_NOISE_MULTIPLIER, 0.5, 100, 1e-5, accountant)
         assert not math.isnan(value) and value > 1e3
 
+
+
+# ------------------------------------------------------------------ replace-one, both accountants
+
+@pytest.mark.parametrize(("sigma", "q"), [(1.0, 0.1), (0.5, 0.5), (3.0, 0.01), (1.2, 0.99)])
+def test_replace_one_prv_cdf_against_the_privacy_loss(sigma, q):
+    """P(L ≤ L(x)) = P_P(X ≥ x) for the pair P = qN(−1,σ²)+(1−q)N(0,σ²), Q = its mirror."""
+    from fedpriv.dp.accounting import _ReplaceOnePoissonGaussianPRV
+
+    prv = _ReplaceOnePoissonGaussianPRV(q, sigma)
+    xs = np.linspace(-4 * sigma - 1, 4 * sigma + 1, 41)
+
+    def density(x: np.ndarray, shift: float) -> np.ndarray:
+        return q * stats.norm.pdf(x, shift, sigma) + (1 - q) * stats.norm.pdf(x, 0, sigma)
+
+    losses = np.log(density(xs, -1.0)) - np.log(density(xs, 1.0))
+    assert np.all(np.diff(losses) < 0)  # the loss decreases in x, as the CDF assumes
+    survival = (q * stats.norm.sf(xs, -1.0, sigma) + (1 - q) * stats.norm.sf(xs, 0, sigma))
+    np.testing.assert_allclose(prv.cdf(losses), survival, rtol=1e-6, atol=1e-12)
+    # and the CDF is a CDF: 0 and 1 far out, nondecreasing, finite for huge |t|
+    ends = prv.cdf(np.array([-1e4, -800.0, 800.0, 1e4]))
+    np.testing.assert_allclose(ends, [0, 0, 1, 1], atol=1e-12)
+    grid = prv.cdf(np.linspace(-50, 50, 2001))
+    assert np.all(np.diff(grid) >= -1e-15) and np.all(np.isfinite(grid))
+
+
+def test_replace_one_bounds_and_empty():
+    steps = [GaussianSteps(1.0, 0.1, 100)]
+    for accountant in ACCOUNTANTS:
+        replaced = epsilon_replace_one(steps, 1e-5, accountant)
+        assert epsilon_of(steps, 1e-5, accountant) < replaced
+        assert replaced <= epsilon(0.5, 1.0, 100, 1e-5, accountant)  # never above no amplification
+        assert epsilon_replace_one([], 1e-5, accountant) == 0.0
+        assert epsilon_replace_one([GaussianSteps(1.0, 0.1, 0)], 1e-5, accountant) == 0.0
+    # heterogeneous: q = 1 and q < 1 stretches compose
+    mixed = epsilon_replace_one([GaussianSteps(4.0, 1.0, 8), GaussianSteps(1.0, 0.1, 50)], 1e-5)
+    assert mixed > epsilon_replace_one([GaussianSteps(4.0, 1.0, 8)], 1e-5)
+    assert mixed > epsilon_replace_one([GaussianSteps(1.0, 0.1, 50)], 1e-5)
+
+
+def test_replace_one_and_both_validate():
+    with pytest.raises(ConfigError, match="delta"):
+        epsilon_replace_one([GaussianSteps(1.0, 0.1, 10)], 0.0)
+    with pytest.raises(ConfigError, match="rdp, prv"):
+        epsilon_replace_one([GaussianSteps(1.0, 0.1, 10)], 1e-5, "pld")
+    with pytest.raises(ConfigError, match="GaussianSteps"):
+        epsilon_replace_one([(1.0, 0.1, 10)], 1e-5)  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="delta"):
+        epsilon_both([GaussianSteps(1.0, 0.1, 10)], 1.5)
+    with pytest.raises(ConfigError, match="GaussianSteps"):
+        epsilon_both([(1.0, 0.1, 10)], 1e-5)  # type: ignore[list-item]
+    assert epsilon_both([], 1e-5) == {"rdp": 0.0, "prv": 0.0}
+
+
+@pytest.mark.parametrize("accountant", ACCOUNTANTS)
+def test_accountants_never_below_the_pld_lower_bound(accountant):
+    """Neither accountant (PRV is :data:`DEFAULT_ACCOUNTANT`) is ever optimistic."""
+    from dp_accounting.pld import privacy_loss_distribution
+
+    assert DEFAULT_ACCOUNTANT in ACCOUNTANTS
+    for sigma, q, steps in [(1.0, 0.1, 100), (2.5, 0.5, 64), (4.0, 1.0, 8), (0.7, 0.01, 3000),
+                            (20.0, 0.5, 10), (0.3, 0.2, 5)]:
+        floor = privacy_loss_distribution.from_gaussian_mechanism(
+            sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
+            sampling_prob=q).self_compose(steps).get_epsilon_for_delta(1e-5)
+        assert epsilon(sigma, q, steps, 1e-5, accountant) >= floor

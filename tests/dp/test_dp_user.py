@@ -142,5 +142,40 @@ def test_client_vector_appends_the_unclipped_bit_only_when_adaptive():
     adaptive = UserLevelDP(
         UserDPSettings(noise_multiplier=0.5, clip=1.0, adaptive_clip=True, count_stddev=1.0),
         num_clients=2, clients_per_round=2, seed=0)
-    np.testing.assert_allclose(adaptive.client_vector(np.array([3.0, 4.0]))[0], [0.6, 0.8, 0.0])
-    np.testing.assert_allclose(adaptive.client_vector(np.array([0.3, 0.4]))[0], [0.3, 0.4, 1.0])
+    # the bit is centred, b − ½ = ±½ (sensitivity ½, as Andrew et al.'s σ split assumes)
+    np.testing.assert_allclose(adaptive.client_vector(np.array([3.0, 4.0]))[0], [0.6, 0.8, -0.5])
+    np.testing.assert_allclose(adaptive.client_vector(np.array([0.3, 0.4]))[0], [0.3, 0.4, 0.5])
+    # the boundary counts as unclipped, and the dtype of the update is kept
+    boundary = adaptive.client_vector(np.array([0.0, 1.0], dtype=np.float32))[0]
+    assert boundary.dtype == np.float32 and boundary[-1] == 0.5
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.0, 5.0), min_size=1, max_size=40), st.floats(0.1, 4.0))
+def test_adaptive_bits_are_plus_or_minus_half(norms, clip):
+    """Whatever the update, the count coordinate a client sends is ±½: sensitivity ½."""
+    dp = UserLevelDP(
+        UserDPSettings(noise_multiplier=0.5, clip=clip, adaptive_clip=True, count_stddev=1.0),
+        num_clients=len(norms), clients_per_round=len(norms), seed=0)
+    for norm in norms:
+        update = np.zeros(3)
+        update[1] = norm
+        bit = dp.client_vector(update)[0][-1]
+        assert bit == (0.5 if norm <= clip else -0.5)
+
+
+def test_server_estimates_the_unclipped_share_from_centred_bits():
+    """b̄ = (Σ(b_i − ½) + noise)/(expected clients) + ½ is unbiased for the unclipped share."""
+    k, unclipped, rounds = 40, 10, 3000
+    dp = UserLevelDP(
+        UserDPSettings(noise_multiplier=1.0, clip=1.0, adaptive_clip=True, clip_lr=1e-9),
+        num_clients=k, clients_per_round=k, seed=3)
+    bits = np.array([0.5] * unclipped + [-0.5] * (k - unclipped))
+    fractions = []
+    for r in range(rounds):
+        summed = np.array([0.0, float(bits.sum())])
+        fractions.append(dp.server_step(summed, 1, round_index=r)[1].noisy_unclipped_fraction)
+    values = np.asarray(fractions, dtype=np.float64)
+    # noise std of b̄ is σ_b / k = (k/20)/k = 0.05; the mean of 3000 rounds is within 5 s.e.
+    assert values.std() == pytest.approx(dp.count_stddev / k, rel=0.05)
+    assert abs(values.mean() - unclipped / k) < 5 * dp.count_stddev / k / math.sqrt(rounds)
