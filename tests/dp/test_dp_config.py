@@ -87,7 +87,8 @@ def test_sample_plan_reports_the_worst_client():
     # the smallest client (50 examples) has the largest sampling rate: it is the worst off
     assert plan.sample_rate == pytest.approx(10 / 50) and plan.steps == 20
     assert plan.epsilon == max(plan.per_client_epsilon) == plan.per_client_epsilon[1]
-    assert plan.epsilon == pytest.approx(epsilon(plan.noise_multiplier, 0.2, 20, 1e-5))
+    assert plan.epsilon == pytest.approx(epsilon(plan.noise_multiplier, 0.2, 20, 1e-5,
+                                                 plan.config.accountant))
     assert plan.epsilon > 4.0 * 0.95  # σ is the smallest meeting the target, not any σ
     given = _plan(make_dp_config("sample", params={"noise_multiplier": plan.noise_multiplier}))
     assert given is not None and given.epsilon == pytest.approx(plan.epsilon)

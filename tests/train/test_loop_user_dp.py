@@ -115,16 +115,20 @@ def test_adaptive_clip_survives_resume(tmp_path: Path):
     d["runs"] = [{"name": "udp", "dp": "user", "dp_params": {
         "noise_multiplier": 0.5, "clip": 1e-3, "adaptive_clip": True, "count_stddev": 0.5}}]
     cfg = from_mapping(AuditConfig, d)
-    full = run_audit(cfg, tmp_path / "full")
-    clips = [h["dp_clip"] for h in full["runs"][0]["history"]]
-    assert clips[0] == 1e-3 and clips[-1] > clips[0]  # every update is clipped: C grows
-    assert full["runs"][0]["privacy"]["accountant"] == "rdp"
-    assert full["runs"][0]["dp"]["adaptive_clip"] is True
-
     from test_loop import KillAfter, Killed
+
+    from fedpriv.dp.secret import SECRET_FILE, read_secret, write_secret
 
     with pytest.raises(Killed):
         run_audit(cfg, tmp_path / "cut", progress=KillAfter(2))
+    # The uninterrupted reference is the same run: the same per-run DP secret.
+    secret = read_secret(tmp_path / "cut" / "runs" / "udp" / SECRET_FILE)
+    write_secret(tmp_path / "full" / "runs" / "udp" / SECRET_FILE, secret)
+    full = run_audit(cfg, tmp_path / "full", resume=True)
+    clips = [h["dp_clip"] for h in full["runs"][0]["history"]]
+    assert clips[0] == 1e-3 and clips[-1] > clips[0]  # every update is clipped: C grows
+    assert full["runs"][0]["privacy"]["accountant"] == "prv"
+    assert full["runs"][0]["dp"]["adaptive_clip"] is True
     resumed = run_audit(cfg, tmp_path / "cut", resume=True)
     assert [h["dp_clip"] for h in resumed["runs"][0]["history"]] == clips
     a = load_checkpoint(tmp_path / "full" / "runs" / "udp" / "checkpoint.pt")

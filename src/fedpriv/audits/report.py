@@ -71,6 +71,7 @@ def _privacy(outcome: RunOutcome) -> dict[str, Any]:
         "epsilon": plan.epsilon,
         "delta": plan.config.delta,
         "accountant": plan.accountant,
+        "epsilon_by_accountant": dict(plan.epsilon_by_accountant) or None,
         "unit": "example" if plan.mode == "sample" else "client",
         "relation": plan.relation,
         "replace_one_epsilon": plan.replace_one_epsilon,
