@@ -191,8 +191,54 @@ def test_dp_and_epsilon_flags(dp: str, protocol: str, tmp_path: Path) -> None:
     assert run["name"] == f"{protocol}-{dp}-dp" and run["status"] == "ok"
     assert run["dp"]["mode"] == dp and run["dp"]["target_epsilon"] == 8.0
     assert 0 < run["privacy"]["epsilon"] <= 8.0 * 1.01 and run["privacy"]["delta"] == 1e-5
-    assert run["privacy"]["accountant"] in ("rdp", "skellam-rdp")
+    assert run["privacy"]["accountant"] in ("prv", "skellam-rdp")
     assert run["dp"]["noise_multiplier"] > 0
+    privacy = run["privacy"]
+    # who the ε protects against, for which relation, and where its randomness comes from
+    assert privacy["relation"] == ("add/remove one record" if dp == "sample"
+                                   else "add/remove one client")
+    assert privacy["threat_model"] and privacy["noise_added_by"]
+    assert privacy["randomness"].startswith("secret") and privacy["participation_secret"]
+    if dp == "user":
+        assert any("server" in who for who in privacy["not_against"])
+        assert privacy["replace_one_epsilon"] > privacy["epsilon"]
+    if dp == "sample":
+        assert "the server" in privacy["protects_against"]
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "Who each ε protects against" in md and privacy["threat_model"] in md
+    assert (tmp_path / "o" / "runs" / run["name"] / "dp-secret.key").stat().st_mode & 0o077 == 0
+
+
+def test_dp_flag_renames_runs_and_deterministic_mode_is_flagged(tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=1, clients=3))
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["audit", str(cfg), "--dp", "user", "--epsilon", "8",
+                            "--dp-deterministic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    assert run["name"] == "plain-user-dp"  # not "plain": the flag changed its mode
+    assert run["privacy"]["randomness"].startswith("deterministic")
+    assert "does not know the seed" in run["privacy"]["threat_model"]
+    assert "holds only against someone who does not know the seed" in " ".join(
+        r.stderr.split())
+    assert not (out / "runs" / run["name"] / "dp-secret.key").exists()
+    r = runner.invoke(app, ["audit", "--preset", "quick", "--dp-deterministic",
+                            "--out", str(out)])
+    assert "--dp-deterministic needs a DP run" in _one_line_error(r)
+
+
+def test_resume_of_a_dp_run_without_its_secret_exits_2(tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "tiny.toml", tiny_config_dict(rounds=1, clients=3))
+    out = tmp_path / "o"
+    args = ["audit", str(cfg), "--dp", "sample", "--epsilon", "8", "--out", str(out),
+            "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    secret = out / "runs" / "plain-sample-dp" / "dp-secret.key"
+    secret.chmod(0o644)
+    assert "readable by others" in _one_line_error(runner.invoke(app, [*args, "--resume"]))
+    secret.unlink()
+    error = _one_line_error(runner.invoke(app, [*args, "--resume"]))
+    assert "dp-secret.key" in error and "missing" in error and "--overwrite" in error
 
 
 def test_dp_bad_input_exit_2(tmp_path: Path) -> None:

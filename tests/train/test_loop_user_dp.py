@@ -216,3 +216,24 @@ def test_ffa_lora_clips_and_noises_b_only(tiny_setup):
                 assert torch.equal(p, a_before[n])
     finally:
         trainer.model.unload()
+
+
+def test_report_hides_who_was_sampled_and_audits_the_replace_one_relation(tmp_path: Path):
+    d = tiny_config_dict(rounds=2, clients=4, clients_per_round=2)
+    d["runs"] = [{"name": "udp", "dp": "user", "epsilon": 8.0, "dp_params": {"clip": 0.01}}]
+    d["attacks"] = {"epsilon_canaries": 20, "inversion": False}
+    report = run_audit(from_mapping(AuditConfig, d), tmp_path)
+    (run,) = report["runs"]
+    assert run["status"] == "ok", run["error"]
+    privacy = run["privacy"]
+    # q = 1/2: the accountant credits client sampling, so who took part stays secret
+    assert run["dp"]["sample_rate"] == 0.5 and privacy["participants_listed"] is False
+    assert all(h["participants"] is None and h["survivors"] is None for h in run["history"])
+    assert [h["participants_count"] for h in run["history"]] and all(
+        h["survivors_count"] <= h["participants_count"] for h in run["history"])
+    audit = run["leakage"]["epsilon_audit"]
+    assert audit["relation"] == "replace-one client"
+    assert audit["reference_epsilon"] == privacy["replace_one_epsilon"] > privacy["epsilon"]
+    assert audit["violation"] is (audit["epsilon_lower_bound"] > audit["reference_epsilon"])
+    assert set(privacy["epsilon_by_accountant"]) == {"rdp", "prv"}
+    assert privacy["epsilon_by_accountant"]["prv"] <= privacy["epsilon_by_accountant"]["rdp"]
