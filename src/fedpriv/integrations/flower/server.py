@@ -158,19 +158,20 @@ def _admit_reply(
     (:func:`fedpriv.protocols.boundary.admit`).  Anything else that goes wrong on
     the reply's content is reported as :class:`ProtocolError` too.
     """
+    where = f"round {ctx.round}, phase {phase}"
     try:
         parsed = read_reply(reply.content, node=f"client {client_id} (node {node_id})")
         if (parsed.round, parsed.phase, parsed.client_id) != (ctx.round, phase, client_id):
             raise ProtocolError(
                 f"it answers round {parsed.round}, phase {parsed.phase} as client "
                 f"{parsed.client_id}")
-        if parsed.message is not None:
-            admit(parsed.message, protocol=protocol, ctx=ctx, phase=phase,
-                  client_id=client_id, reply=last_sent, server=server)
     except ProtocolError as err:
-        raise ProtocolError(_short(str(err))) from None
+        raise ProtocolError(_short(f"{where}: {err}")) from None
     except Exception as err:  # any failure on a node's reply is the node's
-        raise ProtocolError(_short(f"{type(err).__name__} while reading it")) from None
+        raise ProtocolError(_short(f"{where}: {type(err).__name__} reading the reply")) from None
+    if parsed.message is not None:
+        admit(parsed.message, protocol=protocol, ctx=ctx, phase=phase,
+              client_id=client_id, reply=last_sent, server=server)
     return parsed
 
 
