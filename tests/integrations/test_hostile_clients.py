@@ -13,10 +13,8 @@ phase gives: the sum over the others.
 
 from __future__ import annotations
 
-import copy
-import struct
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,62 +32,24 @@ from fedpriv.integrations.flower import (
     LoopbackGrid,
     run_protocol_round,
 )
-from fedpriv.integrations.flower.records import REPLY_RECORD, ROUND_RECORD
-from fedpriv.protocols import (
-    AggregationProtocol,
-    ClientInput,
-    ClientSession,
-    RoundContext,
-    ServerSession,
-    create,
-    run_round,
-)
+from fedpriv.protocols import ClientInput, RoundContext, run_round
 from fedpriv.protocols import Message as ProtocolMessage
-from fedpriv.protocols.base import AggregationResult, ClientId
-from fedpriv.protocols.secagg import DerivedSecrets
+from fedpriv.protocols.base import AggregationResult
+from hostile import (
+    WithHostileClient,
+    forge,
+    hostile_node,
+    protocol_named,
+    raw_array,
+    raw_int,
+    replace_field,
+)
 
-MASTER = b"fedpriv hostile-client tests...."
 HOSTILE = 2
 """The client that sends the hostile message (in the ckks release phases: :data:`HOLDER`)."""
 HOLDER = 0
 """The ckks key holder the server asks first (the lowest-id contributor)."""
 CTX = RoundContext(round=3, participants=range(5), vector_size=40)
-
-# ----------------------------------------------------------- the codec's layout, by hand
-# (fedpriv.integrations.codec's docstring: tag byte, u64 big-endian lengths)
-
-
-def raw_str(text: str) -> bytes:
-    data = text.encode()
-    return b"s" + struct.pack(">Q", len(data)) + data
-
-
-def raw_int(value: int) -> bytes:
-    size = (value.bit_length() + 8) // 8
-    return b"i" + struct.pack(">Q", size) + value.to_bytes(size, "big", signed=True)
-
-
-def raw_array(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
-    dims = b"".join(struct.pack(">Q", d) for d in shape)
-    return (b"a" + bytes([len(dtype)]) + dtype.encode() + bytes([len(shape)]) + dims
-            + struct.pack(">Q", len(data)) + data)
-
-
-def replace_field(message: ProtocolMessage, name: str, raw_value: bytes) -> bytes:
-    """Return the encoding of ``message`` with field ``name``'s value replaced by raw bytes."""
-    encoded = codec.encode_message(message)
-    old = raw_str(name) + codec.encode(getattr(message, name))[1:]
-    assert encoded.count(old) == 1
-    return encoded.replace(old, raw_str(name) + raw_value)
-
-
-def forge(message: ProtocolMessage, **fields: Any) -> ProtocolMessage:
-    """Return a copy of ``message`` with ``fields`` set, bypassing its constructor's checks."""
-    forged = copy.copy(message)
-    for name, value in fields.items():
-        object.__setattr__(forged, name, value)
-    return forged
-
 
 HUGE = 10**4999 + 7
 """A round number with 5000 digits (str() of it raises ValueError in Python ≥ 3.11)."""
@@ -197,18 +157,6 @@ CASES = [  # (protocol, phase of the hostile message, kind)
 ]
 IDS = [f"{name}-phase{phase}-{kind}" for name, phase, kind in CASES]
 
-_PROTOCOLS: dict[str, AggregationProtocol] = {}
-
-
-def protocol_named(name: str) -> AggregationProtocol:
-    if name not in _PROTOCOLS:
-        protocol = create(name)
-        if name.startswith("secagg"):
-            protocol.secret_source = DerivedSecrets(MASTER)  # type: ignore[attr-defined]
-        _PROTOCOLS[name] = protocol
-    return _PROTOCOLS[name]
-
-
 def inputs_of(ctx: RoundContext) -> dict[int, ClientInput]:
     return {
         c: ClientInput((np.random.default_rng([7, c]).normal(size=ctx.vector_size) * 0.1)
@@ -224,7 +172,7 @@ def honest_mean(inputs: Mapping[int, ClientInput], clients: tuple[int, ...]) -> 
 
 
 def ckks_bound(protocol: Any, survivors: int, total_weight: float) -> float:
-    """How far a released CKKS mean may be from the exact one (protocols/ckks.md)."""
+    """Return how far a released CKKS mean may be from the exact one (protocols/ckks.md)."""
     params = protocol.params
     release = params.release_bound(survivors)
     weight_slot = total_weight / protocol.config.max_weight * params.clip
@@ -260,69 +208,16 @@ def check_round(name: str, phase: int, result: AggregationResult,
 # ------------------------------------------------------------ in-process driver
 
 
-class HostileClient(ClientSession):
-    """An honest session whose message of one phase is replaced by a forged object."""
-
-    def __init__(self, inner: ClientSession, phase: int,
-                 make: Callable[[ProtocolMessage], ProtocolMessage]) -> None:
-        self.inner, self.phase, self.make = inner, phase, make
-
-    def handle(self, phase: int, inbox: ProtocolMessage | None) -> ProtocolMessage | None:
-        message = self.inner.handle(phase, inbox)
-        if phase == self.phase and message is not None:
-            return self.make(message)
-        return message
-
-
-class WithHostileClient(AggregationProtocol):
-    """``inner`` with client :data:`HOSTILE` replaced by a :class:`HostileClient`."""
-
-    num_phases: ClassVar[int] = 1
-
-    def __init__(self, inner: AggregationProtocol, phase: int,
-                 make: Callable[[ProtocolMessage], ProtocolMessage]) -> None:
-        self.inner, self.phase, self.make = inner, phase, make
-        self.name = inner.name  # type: ignore[misc]
-        self.num_phases = inner.num_phases  # type: ignore[misc]
-
-    def __getattr__(self, attribute: str) -> Any:  # key_id, params, config ...
-        return getattr(self.inner, attribute)
-
-    def client(self, client_id: ClientId, ctx: RoundContext, data: ClientInput) -> ClientSession:
-        session = self.inner.client(client_id, ctx, data)
-        if client_id == hostile_of(self.name, self.phase):
-            return HostileClient(session, self.phase, self.make)
-        return session
-
-    def server(self, ctx: RoundContext) -> ServerSession:
-        return self.inner.server(ctx)
-
-
 @pytest.mark.parametrize(("name", "phase", "kind"), CASES, ids=IDS)
 def test_in_process_driver_drops_the_hostile_client(name: str, phase: int, kind: str) -> None:
     inputs = inputs_of(CTX)
-    hostile = WithHostileClient(protocol_named(name), phase, KINDS[kind][0])
+    hostile = WithHostileClient(protocol_named(name), hostile_of(name, phase), phase,
+                                KINDS[kind][0])
     result = run_round(hostile, CTX, inputs)
     check_round(name, phase, result, inputs)
 
 
 # ------------------------------------------------------------------ Flower path
-
-
-def hostile_node(inner: Callable[[Message, Context], Message], node_id: int, phase: int,
-                 make: Callable[[ProtocolMessage], bytes]) -> Callable[[Message, Context], Message]:
-    """Return ``inner`` as a ClientApp function whose ``node_id`` forges its ``phase`` reply."""
-
-    def app(message: Message, context: Context) -> Message:
-        reply = inner(message, context)
-        header = message.content.config_records[ROUND_RECORD]
-        if context.node_id == node_id and header["phase"] == phase and not reply.has_error():
-            record = reply.content.config_records[REPLY_RECORD]
-            honest = codec.decode_message(record["message"])  # type: ignore[arg-type]
-            record["message"] = make(honest)
-        return reply
-
-    return app
 
 
 def flower_grid(name: str, phase: int, make: Callable[[ProtocolMessage], bytes],
