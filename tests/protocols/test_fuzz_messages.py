@@ -32,7 +32,6 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from hostile import WithHostileClient, hostile_node, protocol_named, raw_array, raw_int, raw_str
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -44,6 +43,7 @@ from fedpriv.protocols import ClientInput, RoundContext, run_round
 from fedpriv.protocols import Message as ProtocolMessage
 from fedpriv.protocols.base import AggregationResult
 from fedpriv.protocols.boundary import admit
+from hostile import WithHostileClient, hostile_node, protocol_named, raw_array, raw_int, raw_str
 
 CTX = RoundContext(round=5, participants=range(5), vector_size=24)
 PHASES = {"plain": (0,), "secagg": (0, 1, 2, 3), "secagg+": (0, 1, 2, 3), "ckks": (0, 1)}
@@ -335,7 +335,7 @@ def check_sum(name: str, phase: int, result: AggregationResult, tamper: Tamper) 
 
 
 def check_abort(err: ProtocolError) -> None:
-    """An abort is the protocol's verdict (threshold, a check failed), never a crash inside it."""
+    """Check that an abort is the protocol's verdict (threshold, a failed check), not a crash."""
     event("round aborted")
     note(f"aborted: {err}")
     assert "bug in the protocol" not in str(err)
