@@ -300,3 +300,28 @@ def test_too_many_hostile_clients_abort_the_round_not_the_workflow() -> None:
     with pytest.raises(ProtocolError, match="threshold"):
         run_protocol_round(LoopbackGrid(app, [1, 2, 3]), protocol_named(name), ctx,
                            {0: 1, 1: 2, 2: 3})
+
+
+@pytest.mark.slow
+def test_audit_report_counts_the_rejected_clients(tiny_config: Any, tmp_path: Any) -> None:
+    """report.json records, per round and per run, how many clients the boundary dropped."""
+    import jsonschema
+
+    from fedpriv.audits.config import apply_overrides
+    from fedpriv.audits.report import report_schema
+    from fedpriv.audits.runner import run_audit
+    from fedpriv.train.loop import use_round_runner
+
+    def runner(protocol: Any, ctx: RoundContext, inputs: Mapping[int, ClientInput], *,
+               dropouts: Mapping[int, int] | None = None) -> AggregationResult:
+        hostile = WithHostileClient(protocol, 1, 0, KINDS["array-ndim-65"][0])
+        return run_round(hostile, ctx, inputs, dropouts=dropouts)
+
+    config = apply_overrides(tiny_config, federation__rounds=2, attacks__inversion=False)
+    with use_round_runner(runner):
+        report = run_audit(config, tmp_path)
+    jsonschema.validate(report, report_schema())
+    (run,) = report["runs"]
+    assert [h["rejected_clients"] for h in run["history"]] == [1] * len(run["history"])
+    assert all(1 not in h["survivors"] for h in run["history"])
+    assert run["protocol_stats"]["rejected_clients"] == len(run["history"]) == 2
