@@ -141,7 +141,6 @@ CASES = [  # (protocol, phase of the hostile message, kind)
     ("secagg", 1, "garbage"),
     ("secagg", 2, "array-ndim-65"),
     ("secagg", 2, "zero-size-huge-shape"),
-    ("secagg", 2, "wrong-length"),
     ("secagg", 3, "share-map-string-key"),
     ("secagg", 3, "round-5000-digits"),
     ("secagg", 3, "mistyped-field"),
@@ -240,6 +239,22 @@ def test_flower_server_drops_the_hostile_node(name: str, phase: int, kind: str) 
     hostile = hostile_of(name, phase)
     assert flower.dropouts == {hostile: phase}
     assert flower.errors[hostile].startswith("bad reply")
+
+
+@pytest.mark.parametrize("transport", ["in-process", "flower"])
+def test_secagg_server_discards_a_masked_input_of_the_wrong_length(transport: str) -> None:
+    """Checks that need the round's plan are the SecAgg server's: it drops the client too."""
+    inputs = inputs_of(CTX)
+    make_object, make_bytes = KINDS["wrong-length"]
+    if transport == "in-process":
+        result = run_round(WithHostileClient(protocol_named("secagg"), HOSTILE, 2, make_object),
+                           CTX, inputs)
+    else:
+        grid, node_ids = flower_grid("secagg", 2, make_bytes, inputs)
+        result = run_protocol_round(grid, protocol_named("secagg"), CTX, node_ids).result
+    assert HOSTILE in result.view.rejected  # type: ignore[attr-defined]
+    assert HOSTILE not in result.survivors and not result.rejected_clients
+    np.testing.assert_allclose(result.aggregate, honest_mean(inputs, result.survivors), atol=1e-5)
 
 
 def test_hostile_bytes_raise_protocol_error_only() -> None:

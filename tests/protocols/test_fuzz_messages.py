@@ -244,6 +244,19 @@ def test_mutated_messages_decode_and_validate_to_protocol_error_only(
     assert getattr(message, "round", CTX.round) == CTX.round
 
 
+@pytest.mark.parametrize("name", ["secagg", "secagg+", "ckks"])
+@FUZZ
+@given(data=st.data())
+def test_mutated_server_messages_decode_to_protocol_error_only(
+    name: str, data: st.DataObject
+) -> None:
+    """What a node decodes from the server (KeyDirectory, DecryptRequest ...) fails cleanly too."""
+    replies = [s.reply for s in recorded(name) if s.reply is not None]
+    reply = data.draw(st.sampled_from(replies), label="server message")
+    message = decoded_or_error(data.draw(mutations, label="mutation").apply(reply))
+    event("refused by the decoder" if isinstance(message, ProtocolError) else "decoded")
+
+
 @FUZZ
 @given(blob=st.binary(max_size=300), prefix=st.sampled_from(
     [b"", b"\x01", b"\x01D", b"\x01D" + struct.pack(">Q", 19) + b"secagg.MaskedInput",

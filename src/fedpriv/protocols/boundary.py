@@ -15,11 +15,12 @@ and the limits they enforce (spec: ``protocols/flower.md``, "The boundary"):
    client is a participant, the message's ``round`` is this round's, and in a phase
    ≥ 1 the client answers something the server sent it after the previous phase (an
    unsolicited message is refused).
-3. **The protocol**: the message is of a type the protocol expects as the answer to
-   what the server last sent that client, with every client id a participant, every
-   array of the round's shape, every key / ciphertext / share of a plausible length
-   (``check_client_message`` of :mod:`fedpriv.protocols.secagg.messages` and
-   :mod:`fedpriv.protocols.ckks.messages`; plain's check is here).
+3. **The protocol**: where the protocol's server would raise on it, the message is
+   of a type the protocol expects as the answer to what the server last sent that
+   client and its arrays have the round's shape; every client id is a participant,
+   every key / ciphertext / share of a plausible length (``check_client_message`` of
+   :mod:`fedpriv.protocols.secagg.messages` and :mod:`fedpriv.protocols.ckks.messages`;
+   plain's check is here).
 4. **The session**: :meth:`ServerSession.check_message`, for checks that need the
    server's state.
 
@@ -293,24 +294,18 @@ def check_bytes(value: Any, what: str, *, exact: int | None = None,
 
 
 def check_answer(message: Message, received: Received,
-                 answers: Mapping[type[Any] | None, tuple[type[Any], ...]],
-                 known: tuple[type[Any], ...]) -> None:
+                 answers: Mapping[type[Any] | None, tuple[type[Any], ...]]) -> None:
     """Raise unless ``message`` is an expected answer to the server's last message to its sender.
 
     ``answers`` maps the type of that last message (``None`` in phase 0) to the
     client message types that answer it.  A server message type not in ``answers``
-    (a phase this check does not know) admits any type except the ``known`` ones
-    that answer something else; the protocol's server then decides.
+    (a phase this check does not know) admits any type: the protocol's server
+    decides, so a protocol may add phases without touching this check.
     """
     reply_type = None if received.reply is None else type(received.reply)
     expected = answers.get(reply_type)
-    if expected is None:
-        if reply_type is None or isinstance(message, known):
-            expected = ()
-        else:
-            return
-    if not isinstance(message, expected):
-        names = ", ".join(t.__name__ for t in expected) or "nothing"
+    if expected is not None and not isinstance(message, expected):
+        names = ", ".join(t.__name__ for t in expected)
         after = "in phase 0" if reply_type is None else f"after a {reply_type.__name__}"
         raise ProtocolError(
             f"sent a {type(message).__name__} {after}; the {received.protocol.name} protocol "
@@ -327,7 +322,7 @@ def check_update_length(array: np.ndarray, length: int, what: str) -> None:
 def _check_plain(message: Message, received: Received) -> None:
     from fedpriv.protocols.plain import PlainUpdate
 
-    check_answer(message, received, {None: (PlainUpdate,)}, (PlainUpdate,))
+    check_answer(message, received, {None: (PlainUpdate,)})
     update: np.ndarray = message.update  # type: ignore[attr-defined]
     check_update_length(update, received.ctx.vector_size, "the update")
     weight = float(message.weight)  # type: ignore[attr-defined]

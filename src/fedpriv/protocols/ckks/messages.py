@@ -218,7 +218,6 @@ CHUNK_MAX_NBYTES = 64 * 2**20
 GRID_EXPONENT_RANGE = (-1074, 1023)
 """A release grid 2^e must be a float64."""
 
-_CLIENT_MESSAGES = (EncryptedUpdate, ReleasedSum)
 _ANSWERS: dict[type | None, tuple[type, ...]] = {
     None: (EncryptedUpdate,),
     DecryptRequest: (ReleasedSum,),
@@ -235,7 +234,7 @@ def check_client_message(message: Message, received: Received) -> None:
     and one int64 per entry plus the weight slot.  Whether a ciphertext parses under
     the federation's context is the server session's check.
     """
-    check_answer(message, received, _ANSWERS, _CLIENT_MESSAGES)
+    check_answer(message, received, _ANSWERS)
     protocol: Any = received.protocol
     key_id = getattr(protocol, "key_id", None)
     params = getattr(protocol, "params", None)

@@ -22,13 +22,7 @@ from fedpriv.protocols.base import (
     Message,
     readonly_array,
 )
-from fedpriv.protocols.boundary import (
-    Received,
-    check_answer,
-    check_bytes,
-    check_client_ids,
-    check_update_length,
-)
+from fedpriv.protocols.boundary import Received, check_bytes, check_client_ids
 from fedpriv.protocols.secagg.stages import advertise_payload
 
 ROUND_NBYTES = 8
@@ -192,25 +186,17 @@ SHARE_CIPHERTEXT_MAX_NBYTES = 4096
 UNMASK_SHARE_MAX_NBYTES = 1024
 """Longest accepted unmasking share (a real one is about 40 bytes)."""
 
-_CLIENT_MESSAGES = (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)
-_ANSWERS: dict[type | None, tuple[type, ...]] = {
-    None: (AdvertiseKeys,),
-    KeyDirectory: (ShareKeys,),
-    RoutedShares: (MaskedInput,),
-    SurvivorList: (UnmaskShares,),
-}
-
 
 def check_client_message(message: Message, received: Received) -> None:
     """Raise :class:`ProtocolError` unless ``message`` is a well-formed SecAgg client message.
 
-    Checks that it answers what the server last sent its sender, that every key,
-    signature, ciphertext and share is bytes of a plausible length, that every client
-    id is a participant (a share never addressed to its sender), and that a masked
-    input is one unsigned word per entry plus the weight word.  The server session
-    then applies the checks that need its state (neighbourhoods, survivors).
+    Checks that every key, signature, ciphertext and share is bytes of a plausible
+    length, that every client id is a participant (a share never addressed to its
+    sender) and that a masked input is a 1-D array of unsigned words.  Which message
+    a phase expects, the masked input's length and what needs the session's state
+    (neighbourhoods, survivors) are the server session's checks: it discards a
+    client that fails them (``SecAggServerView.rejected``) rather than failing.
     """
-    check_answer(message, received, _ANSWERS, _CLIENT_MESSAGES)
     if isinstance(message, AdvertiseKeys):
         check_bytes(message.c_pk, "c_pk", exact=PUBLIC_KEY_NBYTES)
         check_bytes(message.s_pk, "s_pk", exact=PUBLIC_KEY_NBYTES)
@@ -224,11 +210,11 @@ def check_client_message(message: Message, received: Received) -> None:
         check_bytes(message.self_mask_commitment, "the self-mask commitment",
                     exact=PUBLIC_KEY_NBYTES)
     elif isinstance(message, MaskedInput):
-        if message.masked.dtype.kind != "u":
+        if message.masked.dtype.kind != "u" or message.masked.ndim != 1:
             raise ProtocolError(
-                f"the masked input must hold unsigned words; got dtype {message.masked.dtype}."
+                "the masked input must be a 1-D array of unsigned words; got "
+                f"{message.masked.dtype} of shape {message.masked.shape}."
             )
-        check_update_length(message.masked, received.ctx.vector_size + 1, "the masked input")
     elif isinstance(message, UnmaskShares):
         for name in ("self_mask_shares", "mask_key_shares"):
             shares = getattr(message, name)
