@@ -7,7 +7,8 @@ Properties, for every client message type of ``plain``, ``secagg``/``secagg+`` a
   field's value replaced by a value of another type, an integer out of range, a map
   with other keys, an array of another dtype, 0–70 dimensions or huge/zero shapes),
   raise :class:`ProtocolError` and nothing else from ``decode_message`` and
-  :func:`~fedpriv.protocols.boundary.admit`;
+  :func:`~fedpriv.protocols.boundary.admit` (and, for the server's messages that a
+  node decodes, from ``decode_message``);
 - a round in which one client sends such a message (in-process driver and the
   Flower path) either aborts with :class:`ProtocolError` or returns the weighted
   mean of its survivors' inputs — the plain sum of the honest clients, plus the

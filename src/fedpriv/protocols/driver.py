@@ -142,10 +142,12 @@ def run_round(
 
     ``inputs`` holds one :class:`ClientInput` per participant of ``ctx``.
     ``dropouts`` maps a client to the phase at whose start it vanishes (phase 0:
-    it never sends anything); clients not in it stay to the end.  Raises
+    it never sends anything); clients not in it stay to the end.  A client whose
+    message the boundary refuses (:func:`fedpriv.protocols.boundary.admit`) drops
+    out at that phase; the result's ``rejected_clients`` says why.  Raises
     :class:`ProtocolError` for inputs that do not match ``ctx``, dropout phases
     out of range, or when the protocol cannot form an aggregate (e.g. every
-    client dropped).
+    client dropped); an exception a client session raises is not caught.
     """
     _check_inputs(ctx, inputs)
     dropouts = dict(dropouts or {})
@@ -193,14 +195,16 @@ def run_round(
                 continue
             start = time.perf_counter()
             try:
-                sent[client_id] = admit(message, protocol=protocol, ctx=ctx, phase=phase,
-                                        client_id=client_id, reply=reply, server=server)
+                admitted = admit(message, protocol=protocol, ctx=ctx, phase=phase,
+                                 client_id=client_id, reply=reply, server=server)
+                size = guarded(admitted.nbytes, f"client {client_id}'s message's nbytes()")
             except ProtocolError as err:
                 alive.discard(client_id)
                 rejected[client_id] = str(err)
                 logger.warning("%s; client %d counts as dropped", err, client_id)
             else:
-                bytes_up[client_id] += message.nbytes()
+                sent[client_id] = admitted
+                bytes_up[client_id] += size
             server_seconds += time.perf_counter() - start
         received.extend(sent.values())
         replies, seconds = _timed(guarded, server.collect, f"the '{protocol.name}' server's "
