@@ -405,3 +405,43 @@ def test_flower_round_with_a_fuzzed_node_is_right_or_aborts(
         return
     event("hostile refused" if flower.result.rejected_clients else "hostile admitted")
     check_sum(name, phase, flower.result, tamper)
+
+
+# ------------------------------------------------------------------ the limits, exactly
+
+
+def test_codec_limits_are_exact() -> None:
+    """ndim, elements, integer size and int64 fields: the last value accepted, the first refused."""
+    from fedpriv.protocols.boundary import INT64_MAX, MAX_ARRAY_ELEMENTS, MAX_NDIM
+    from fedpriv.protocols.secagg import AdvertiseKeys
+
+    def decodes(data: bytes) -> bool:
+        return not isinstance(decoded_or_error(data), ProtocolError)
+
+    def array(shape: tuple[int, ...]) -> bytes:
+        size = int(np.prod(shape)) if shape else 1
+        return b"\x01" + raw_array("u1", shape, bytes(size))
+
+    def value(data: bytes) -> bool:
+        try:
+            codec.decode(data)
+        except ProtocolError:
+            return False
+        return True
+
+    assert value(array((1,) * MAX_NDIM)) and not value(array((1,) * (MAX_NDIM + 1)))
+    assert not value(array((1,) * 65))
+    assert value(array((0, MAX_ARRAY_ELEMENTS))) and not value(array((0, MAX_ARRAY_ELEMENTS + 1)))
+    assert not value(array((0, 2**14, 2**14 + 1)))  # zero size, 2^28 + 2^14 "elements"
+    assert value(b"\x01" + raw_int(2**511 - 1)) and not value(b"\x01" + raw_int(2**511))
+    keys = AdvertiseKeys(0, 0, bytes(32), bytes(range(32)))
+    assert decodes(codec.encode_message(keys))
+    for round_, ok in ((INT64_MAX, True), (INT64_MAX + 1, False), (-(2**63), True),
+                       (-(2**63) - 1, False), (10**4999, False)):
+        data = codec.encode_message(keys).replace(raw_str("round") + raw_int(0),
+                                                  raw_str("round") + raw_int(round_))
+        assert decodes(data) is ok, round_
+    with pytest.raises(ProtocolError, match="9 dimensions; at most 8"):
+        codec.encode(np.zeros((1,) * (MAX_NDIM + 1)))
+    with pytest.raises(ProtocolError, match="cannot be encoded"):
+        codec.encode(2**600)

@@ -45,6 +45,7 @@ from fedpriv.protocols.boundary import (
     ALLOWED_DTYPES,
     MAX_ARRAY_ELEMENTS,
     MAX_NDIM,
+    MAX_REASON_CHARS,
     check_array_limits,
     check_fields,
 )
@@ -256,6 +257,8 @@ class _Reader:
         self.what = what
 
     def error(self, reason: str) -> ProtocolError:
+        if len(reason) > MAX_REASON_CHARS:  # it may quote the (hostile) data
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         return ProtocolError(
             f"{self.what} does not decode: {reason} (at byte {self.pos} of {len(self.data)}); "
             "it was truncated, corrupted or written by an incompatible fedpriv version."

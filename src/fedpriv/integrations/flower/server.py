@@ -248,6 +248,8 @@ def run_protocol_round(
                 try:
                     parsed = _admit_reply(reply, protocol, ctx, phase, c, node_ids[c],
                                           inbox.get(c), server)
+                    size = 0 if parsed.message is None else guarded(
+                        parsed.message.nbytes, f"client {c}'s message's nbytes()")
                 except ProtocolError as err:
                     reason = f"bad reply: {err}"
                     rejected[c] = reason
@@ -258,7 +260,7 @@ def run_protocol_round(
                         metrics[c] = dict(parsed.metrics)
                     if parsed.message is not None:
                         sent[c] = parsed.message
-                        bytes_up[c] += parsed.message.nbytes()
+                        bytes_up[c] += size
                 server_seconds += time.perf_counter() - start
             if reason is not None:
                 alive.discard(c)
