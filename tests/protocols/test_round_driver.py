@@ -287,6 +287,30 @@ def test_an_impersonating_client_is_dropped_not_the_round() -> None:
     np.testing.assert_allclose(result.aggregate, expected_mean(inputs, [0, 2]))
 
 
+def test_a_message_the_server_session_refuses_drops_its_sender() -> None:
+    """ServerSession.check_message: a refusal drops that client, at that phase, nothing else."""
+
+    class Picky(ToyServer):
+        def check_message(self, phase: int, client_id: ClientId, message: Message) -> None:
+            if phase == 1 and client_id == 2:
+                raise ProtocolError("this unmask does not fit the session's state")
+            if phase == 1 and client_id == 3:
+                raise KeyError("a bug in check_message is the client's failure too")
+
+    class PickyProtocol(ToyProtocol):
+        def server(self, ctx: RoundContext) -> ServerSession:
+            return Picky(ctx, self.log)
+
+    ctx, inputs = toy_round(n=4)
+    result = run_round(PickyProtocol(), ctx, inputs)
+    assert result.survivors == (0, 1)
+    assert sorted(result.rejected_clients) == [2, 3]
+    assert "does not fit the session's state" in result.rejected_clients[2]
+    assert "phase 1" in result.rejected_clients[3] and "KeyError" in result.rejected_clients[3]
+    np.testing.assert_allclose(result.aggregate, expected_mean(inputs, [0, 1]))
+    assert all(m.sender in (0, 1) for m in result.view.transcript[4:])  # phase 1: only 0, 1
+
+
 def test_protocol_must_declare_its_phases() -> None:
     class Undeclared(ToyProtocol):
         num_phases: ClassVar[int] = 1
