@@ -249,7 +249,6 @@ class ImpersonatingClient(ToyClient):
     [
         (RepliesAfterLastPhase, ToyClient, "after the last phase"),
         (ForgetsTranscript, ToyClient, "3 messages in the transcript vs 4 received"),
-        (ToyServer, ImpersonatingClient, "client 0 produced Masked with sender 1"),
         (InventsSurvivors, ToyClient, r"counts clients \[2\] as survivors, but they never sent"),
     ],
 )
@@ -268,6 +267,48 @@ def test_driver_catches_protocol_bugs(
     ctx, inputs = toy_round(n=3)
     with pytest.raises(ProtocolError, match=match):
         run_round(Buggy(), ctx, inputs, dropouts={2: 0})
+
+
+def test_an_impersonating_client_is_dropped_not_the_round() -> None:
+    """A client whose message claims another sender is hostile input: it drops, the round runs."""
+
+    class OneImpersonator(ToyProtocol):
+        def client(
+            self, client_id: ClientId, ctx: RoundContext, data: ClientInput
+        ) -> ClientSession:
+            kind = ImpersonatingClient if client_id == 1 else ToyClient
+            return kind(client_id, data, self.log)
+
+    ctx, inputs = toy_round(n=3)
+    result = run_round(OneImpersonator(), ctx, inputs)
+    assert result.survivors == (0, 2)
+    assert set(result.rejected_clients) == {1}
+    assert "claims sender 2" in result.rejected_clients[1]
+    np.testing.assert_allclose(result.aggregate, expected_mean(inputs, [0, 2]))
+
+
+def test_a_message_the_server_session_refuses_drops_its_sender() -> None:
+    """ServerSession.check_message: a refusal drops that client, at that phase, nothing else."""
+
+    class Picky(ToyServer):
+        def check_message(self, phase: int, client_id: ClientId, message: Message) -> None:
+            if phase == 1 and client_id == 2:
+                raise ProtocolError("this unmask does not fit the session's state")
+            if phase == 1 and client_id == 3:
+                raise KeyError("a bug in check_message is the client's failure too")
+
+    class PickyProtocol(ToyProtocol):
+        def server(self, ctx: RoundContext) -> ServerSession:
+            return Picky(ctx, self.log)
+
+    ctx, inputs = toy_round(n=4)
+    result = run_round(PickyProtocol(), ctx, inputs)
+    assert result.survivors == (0, 1)
+    assert sorted(result.rejected_clients) == [2, 3]
+    assert "does not fit the session's state" in result.rejected_clients[2]
+    assert "phase 1" in result.rejected_clients[3] and "KeyError" in result.rejected_clients[3]
+    np.testing.assert_allclose(result.aggregate, expected_mean(inputs, [0, 1]))
+    assert all(m.sender in (0, 1) for m in result.view.transcript[4:])  # phase 1: only 0, 1
 
 
 def test_protocol_must_declare_its_phases() -> None:

@@ -151,6 +151,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
             "wall_s": h.wall_s,
             "clipped_values": h.clipped_values,
             "aborted": h.aborted,
+            "rejected_clients": h.rejected_clients,
             "dp_clip": h.dp_clip,
         }
         for h in hist
@@ -159,6 +160,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         "params": dict(run.protocol_params),
         "clipped_values": sum(h.clipped_values for h in hist),
         "aborted_rounds": sum(h.aborted is not None for h in hist),
+        "rejected_clients": sum(h.rejected_clients for h in hist),
         "mean_survivors": sum(len(h.survivors) for h in hist) / rounds,
     }
     entry["resumed_from_round"] = training.resumed_from_round

@@ -13,9 +13,16 @@ values those messages are made of into bytes and back, and nothing else:
   registry name and init fields, and rebuilt through their constructor, so every
   decoded message passes the same validation as a freshly built one.
 
-Decoding never executes code chosen by the bytes (unlike ``pickle``): an unknown
-tag, dtype or type name, a truncated buffer, a count larger than the bytes left or
-nesting deeper than :data:`MAX_DEPTH` raise :class:`~fedpriv.errors.ProtocolError`.
+Decoding never executes code chosen by the bytes (unlike ``pickle``), and it raises
+:class:`~fedpriv.errors.ProtocolError` — never another exception — for anything
+else: an unknown tag, dtype or type name, a truncated buffer, a count larger than
+the bytes left, nesting deeper than :data:`MAX_DEPTH`, an integer longer than
+:data:`MAX_INT_BYTES`, an array beyond :data:`~fedpriv.protocols.boundary.MAX_NDIM`
+dimensions or :data:`~fedpriv.protocols.boundary.MAX_ARRAY_ELEMENTS` elements (a
+zero-size array with a huge dimension included), and a dataclass field that does
+not fit its annotation (:func:`fedpriv.protocols.boundary.check_fields`: an
+integer field outside int64, a string key in a map of client ids ...) or that its
+constructor refuses.  Encoding refuses what decoding would.
 
 Layout: one tag byte, then the value.  Lengths and counts are unsigned 64-bit
 big-endian.  The first byte of :func:`encode` output is the format version
@@ -25,6 +32,7 @@ big-endian.  The first byte of :func:`encode` output is the format version
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 from collections.abc import Iterable
 from types import MappingProxyType
@@ -33,20 +41,30 @@ from typing import Any
 import numpy as np
 
 from fedpriv.errors import ProtocolError
+from fedpriv.protocols.boundary import (
+    ALLOWED_DTYPES,
+    MAX_ARRAY_ELEMENTS,
+    MAX_NDIM,
+    MAX_REASON_CHARS,
+    check_array_limits,
+    check_fields,
+)
 
 FORMAT_VERSION = 1
 """First byte of every encoding; bumped when the layout changes."""
 MAX_DEPTH = 32
 """Deepest nesting of containers and dataclasses a decoder accepts."""
+MAX_INT_BYTES = 64
+"""Longest integer encoding (bytes, sign included) either side accepts: |value| < 2⁵¹¹.
+
+Message fields are further limited to int64 (:mod:`fedpriv.protocols.boundary`);
+this bound keeps any decoded integer cheap to print and compare.
+"""
 
 _U64 = struct.Struct(">Q")
 _F64 = struct.Struct(">d")
 
-_ALLOWED_DTYPES = frozenset(
-    np.dtype(d).str.lstrip("<>|=")
-    for d in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")
-)
-"""Array dtypes that travel: no object, string, structured or complex dtypes."""
+_ALLOWED_DTYPES = ALLOWED_DTYPES
 
 _TAG_NONE, _TAG_TRUE, _TAG_FALSE = b"N", b"T", b"F"
 _TAG_INT, _TAG_FLOAT, _TAG_STR, _TAG_BYTES = b"i", b"f", b"s", b"b"
@@ -133,8 +151,13 @@ def _length(value: int) -> bytes:
     return _U64.pack(value)
 
 
-def _encode_int(value: int) -> bytes:
+def _encode_int(value: int, where: str) -> bytes:
     size = (value.bit_length() + 8) // 8  # room for the sign bit
+    if size > MAX_INT_BYTES:
+        raise ProtocolError(
+            f"{where}: an integer of {value.bit_length()} bits cannot be encoded (at most "
+            f"{8 * MAX_INT_BYTES - 1}); send it as bytes."
+        )
     return _TAG_INT + _length(size) + value.to_bytes(size, "big", signed=True)
 
 
@@ -146,6 +169,7 @@ def _encode_array(array: np.ndarray, where: str) -> bytes:
             f"{where}: arrays of dtype {dtype} cannot be encoded; use a bool, integer or "
             "float32/float64 array."
         )
+    check_array_limits(tuple(int(n) for n in array.shape), where)
     data = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
     shape = b"".join(_length(int(n)) for n in array.shape)
     name = key.encode()
@@ -168,7 +192,7 @@ def _encode_into(value: Any, where: str, out: list[bytes]) -> None:
     elif value is False or isinstance(value, np.bool_):
         out.append(_TAG_FALSE)
     elif isinstance(value, (int, np.integer)):
-        out.append(_encode_int(int(value)))
+        out.append(_encode_int(int(value), where))
     elif isinstance(value, (float, np.floating)):
         out.append(_TAG_FLOAT + _F64.pack(float(value)))
     elif isinstance(value, str):
@@ -233,6 +257,8 @@ class _Reader:
         self.what = what
 
     def error(self, reason: str) -> ProtocolError:
+        if len(reason) > MAX_REASON_CHARS:  # it may quote the (hostile) data
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         return ProtocolError(
             f"{self.what} does not decode: {reason} (at byte {self.pos} of {len(self.data)}); "
             "it was truncated, corrupted or written by an incompatible fedpriv version."
@@ -262,16 +288,24 @@ def _decode_array(reader: _Reader) -> np.ndarray:
     if name not in _ALLOWED_DTYPES:
         raise reader.error(f"array dtype {name!r} is not allowed")
     ndim = reader.take(1)[0]
+    if ndim > MAX_NDIM:
+        raise reader.error(f"an array has {ndim} dimensions, more than {MAX_NDIM}")
     shape = tuple(reader.length() for _ in range(ndim))
+    try:
+        check_array_limits(shape, "an array")
+    except ProtocolError as err:
+        raise reader.error(str(err)) from None
     dtype = np.dtype("<" + name) if name not in ("b1", "i1", "u1") else np.dtype(name)
     size = reader.length()
-    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if size != expected:
         raise reader.error(f"array of shape {shape} and dtype {name} needs {expected} bytes, "
                            f"the encoding holds {size}")
     data = reader.take(size)
-    array = np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-    return array
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    except (ValueError, TypeError, MemoryError) as err:
+        raise reader.error(f"numpy cannot build the array ({type(err).__name__})") from None
 
 
 def _decode(reader: _Reader, depth: int) -> Any:
@@ -285,7 +319,10 @@ def _decode(reader: _Reader, depth: int) -> Any:
     if tag == _TAG_FALSE:
         return False
     if tag == _TAG_INT:
-        return int.from_bytes(reader.take(reader.length()), "big", signed=True)
+        size = reader.length()
+        if size > MAX_INT_BYTES:
+            raise reader.error(f"an integer of {size} bytes (at most {MAX_INT_BYTES})")
+        return int.from_bytes(reader.take(size), "big", signed=True)
     if tag == _TAG_FLOAT:
         return _F64.unpack(reader.take(_F64.size))[0]
     if tag == _TAG_STR:
@@ -335,9 +372,18 @@ def _decode_dataclass(reader: _Reader, depth: int) -> Any:
             raise reader.error(f"{name} has no (or a repeated) field {key!r}")
         values[key] = _decode(reader, depth + 1)
     try:
+        check_fields(cls, values, name)
         return cls(**values)
-    except (ProtocolError, ValueError, TypeError) as err:
-        raise reader.error(f"{name} rejects its fields: {err}") from None
+    except Exception as err:  # a constructor refusing hostile fields, however
+        raise reader.error(f"{name} rejects its fields: {_short(err)}") from None
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    try:
+        text = str(err) if isinstance(err, ProtocolError) else f"{type(err).__name__}: {err}"
+    except Exception:  # e.g. an integer too long to print
+        text = type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def decode(data: bytes, *, what: str = "the encoded value") -> Any:
@@ -349,12 +395,17 @@ def decode(data: bytes, *, what: str = "the encoded value") -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"{what} must be bytes; got {type(data).__name__}.")
     reader = _Reader(bytes(data), what)
-    version = reader.take(1)[0]
-    if version != FORMAT_VERSION:
-        raise reader.error(f"format version {version}, this fedpriv reads {FORMAT_VERSION}")
-    value = _decode(reader, 0)
-    if reader.pos != len(reader.data):
-        raise reader.error(f"{len(reader.data) - reader.pos} trailing bytes")
+    try:
+        version = reader.take(1)[0]
+        if version != FORMAT_VERSION:
+            raise reader.error(f"format version {version}, this fedpriv reads {FORMAT_VERSION}")
+        value = _decode(reader, 0)
+        if reader.pos != len(reader.data):
+            raise reader.error(f"{len(reader.data) - reader.pos} trailing bytes")
+    except ProtocolError:
+        raise
+    except Exception as err:  # whatever the bytes cause, it is a decoding error
+        raise reader.error(f"decoding failed with {_short(err)}") from None
     return value
 
 
@@ -384,7 +435,10 @@ def decode_message(data: bytes, *, what: str = "the protocol message") -> Any:
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_ARRAY_ELEMENTS",
     "MAX_DEPTH",
+    "MAX_INT_BYTES",
+    "MAX_NDIM",
     "decode",
     "decode_message",
     "encode",

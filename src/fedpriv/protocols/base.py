@@ -288,6 +288,18 @@ class ServerSession(abc.ABC):
         alive; after the last phase the server must return no replies.
         """
 
+    def check_message(self, phase: int, client_id: ClientId, message: Message) -> None:
+        """Raise :class:`ProtocolError` if ``client_id``'s ``message`` must be refused.
+
+        The drivers call this for every client message of ``phase`` before
+        :meth:`collect` (after :func:`fedpriv.protocols.boundary.admit`'s type, range
+        and protocol checks), and drop a client whose message it refuses, as if the
+        client had dropped out at ``phase``.  Override it for checks that need the
+        session's state (e.g. that a ciphertext parses under the server's context);
+        it must not change the session.  The default accepts.
+        """
+        return None
+
     @abc.abstractmethod
     def finish(self) -> tuple[np.ndarray, float, tuple[ClientId, ...]]:
         """Return (weighted mean of the survivors' updates, their total weight, survivors).
@@ -433,6 +445,10 @@ class AggregationResult:
     cost: CostRecord
     client_stats: Mapping[ClientId, Mapping[str, float]] = field(default_factory=dict)
     """Each client session's :meth:`ClientSession.stats` at the end of the round."""
+    rejected_clients: Mapping[ClientId, str] = field(default_factory=dict)
+    """Client → why the driver refused one of its messages at the network boundary
+    (:func:`fedpriv.protocols.boundary.admit`); such a client counts as dropped from
+    that phase on.  Empty when every message was well formed."""
 
 
 class AggregationProtocol(abc.ABC):

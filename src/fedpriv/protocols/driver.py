@@ -10,9 +10,20 @@ events, which every protocol can rely on:
       neither receives the pending reply nor sends anything from now on;
    b. every other alive client, in client-id order, gets ``handle(p, inbox)``,
       where ``inbox`` is the server's reply to it from phase ``p - 1`` (or ``None``);
-   c. the server ``collect``s the messages sent in ``p`` and returns replies;
+   c. each message passes the network boundary
+      (:func:`fedpriv.protocols.boundary.admit`: field types and ranges, sender,
+      round, the protocol's expected answer, the session's ``check_message``); a
+      client whose message is refused drops out at ``p``, as in (a), and its
+      reason lands in :attr:`AggregationResult.rejected_clients`;
+   d. the server ``collect``s the admitted messages of ``p`` and returns replies;
 
 3. the server ``finish``es and gives its ``view``.
+
+One client's message never fails the round by itself: it is refused and the
+client dropped.  The round fails (:class:`ProtocolError`) only when the protocol
+cannot form an aggregate from the others (too few left for its threshold), and
+an unexpected exception inside the server session becomes a :class:`ProtocolError`
+too, so a caller that skips aborted rounds survives it.
 
 Bytes: a message sent counts towards its sender's ``bytes_up``, a reply delivered
 towards its recipient's ``bytes_down``.  Seconds: ``time.perf_counter`` around
@@ -21,6 +32,7 @@ each session call (session creation included), per client and for the server.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -41,14 +53,35 @@ from fedpriv.protocols.base import (
     RoundContext,
     check_client_input,
 )
+from fedpriv.protocols.boundary import admit
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 
 def _timed(call: Callable[..., _T], *args: Any) -> tuple[_T, float]:
     start = time.perf_counter()
     value = call(*args)
     return value, time.perf_counter() - start
+
+
+def guarded(call: Callable[..., _T], what: str, *args: Any) -> _T:
+    """Return ``call(*args)``; an exception other than :class:`ProtocolError` becomes one.
+
+    Used around server-session calls: the messages they see passed the boundary,
+    so an unexpected exception there is a protocol bug that a hostile message
+    found; it aborts the round (``ProtocolError``), never the process.
+    """
+    try:
+        return call(*args)
+    except ProtocolError:
+        raise
+    except Exception as err:  # see docstring
+        raise ProtocolError(
+            f"{what} failed with {type(err).__name__}; the round is aborted. This is a bug "
+            "in the protocol that one client's message triggered: please report it."
+        ) from err
 
 
 def _check_inputs(ctx: RoundContext, inputs: Mapping[ClientId, ClientInput]) -> None:
@@ -109,10 +142,12 @@ def run_round(
 
     ``inputs`` holds one :class:`ClientInput` per participant of ``ctx``.
     ``dropouts`` maps a client to the phase at whose start it vanishes (phase 0:
-    it never sends anything); clients not in it stay to the end.  Raises
+    it never sends anything); clients not in it stay to the end.  A client whose
+    message the boundary refuses (:func:`fedpriv.protocols.boundary.admit`) drops
+    out at that phase; the result's ``rejected_clients`` says why.  Raises
     :class:`ProtocolError` for inputs that do not match ``ctx``, dropout phases
     out of range, or when the protocol cannot form an aggregate (e.g. every
-    client dropped).
+    client dropped); an exception a client session raises is not caught.
     """
     _check_inputs(ctx, inputs)
     dropouts = dict(dropouts or {})
@@ -144,6 +179,7 @@ def run_round(
     alive = set(ctx.participants)
     inbox: dict[ClientId, Message] = {}
     received: list[Message] = []
+    rejected: dict[ClientId, str] = {}
     for phase in range(num_phases):
         alive -= {c for c in alive if dropouts.get(c) == phase}
         sent: dict[ClientId, Message] = {}
@@ -155,11 +191,24 @@ def run_round(
                 bytes_down[client_id] += reply.nbytes()
             message, seconds = _timed(clients[client_id].handle, phase, reply)
             client_seconds[client_id] += seconds
-            if message is not None:
-                sent[client_id] = _check_message(message, phase, client_id, f"client {client_id}")
-                bytes_up[client_id] += message.nbytes()
+            if message is None:
+                continue
+            start = time.perf_counter()
+            try:
+                admitted = admit(message, protocol=protocol, ctx=ctx, phase=phase,
+                                 client_id=client_id, reply=reply, server=server)
+                size = guarded(admitted.nbytes, f"client {client_id}'s message's nbytes()")
+            except ProtocolError as err:
+                alive.discard(client_id)
+                rejected[client_id] = str(err)
+                logger.warning("%s; client %d counts as dropped", err, client_id)
+            else:
+                sent[client_id] = admitted
+                bytes_up[client_id] += size
+            server_seconds += time.perf_counter() - start
         received.extend(sent.values())
-        replies, seconds = _timed(server.collect, phase, MappingProxyType(sent))
+        replies, seconds = _timed(guarded, server.collect, f"the '{protocol.name}' server's "
+                                  f"collect(phase={phase})", phase, MappingProxyType(sent))
         server_seconds += seconds
         inbox = {}
         for client_id, reply in replies.items():
@@ -175,9 +224,10 @@ def run_round(
                 f"phase ({phase}); nothing would deliver them. This is a bug in the protocol."
             )
 
-    (aggregate, total_weight, survivors), seconds = _timed(server.finish)
+    (aggregate, total_weight, survivors), seconds = _timed(
+        guarded, server.finish, f"the '{protocol.name}' server's finish()")
     server_seconds += seconds
-    view = server.view()
+    view = guarded(server.view, f"the '{protocol.name}' server's view()")
     if (
         view.survivors != survivors
         or len(view.transcript) != len(received)
@@ -212,6 +262,7 @@ def run_round(
         view=view,
         cost=cost,
         client_stats={cid: dict(session.stats()) for cid, session in clients.items()},
+        rejected_clients=MappingProxyType(rejected),
     )
 
 

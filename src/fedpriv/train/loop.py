@@ -141,6 +141,8 @@ class RoundRecord:
     bytes_down_per_client: float
     clipped_values: int = 0
     aborted: str | None = None
+    rejected_clients: int = 0
+    """Clients dropped because the server refused one of their messages (hostile input)."""
     dp_clip: float | None = None
     """User-level DP: the update clip bound clients used this round."""
     dp_next_clip: float | None = None
@@ -553,6 +555,7 @@ class FederatedTrainer:
                 clipped_values=0 if result is None else int(sum(
                     s.get("clipped_values", 0) for s in result.client_stats.values())),
                 aborted=outcome.aborted,
+                rejected_clients=0 if result is None else len(result.rejected_clients),
                 dp_clip=None if outcome.dp_round is None else outcome.dp_round.clip,
                 dp_next_clip=None if outcome.dp_round is None else outcome.dp_round.next_clip,
             )

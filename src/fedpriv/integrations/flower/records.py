@@ -15,14 +15,19 @@ Owns the wire layout of the integration (spec: ``protocols/flower.md``):
   MetricRecord :data:`STATS_RECORD` (the session's ``stats()``) and, in phase 0,
   MetricRecord :data:`METRICS_RECORD` (the application's local-training metrics).
 
-Every field read from a record is type-checked here; a malformed record raises
-:class:`~fedpriv.errors.ProtocolError`.
+Every field read from a record is type- and range-checked here (integers within
+int64, seconds finite in [0, :data:`MAX_REPORTED_SECONDS`], at most
+:data:`MAX_METRICS` finite metrics); a malformed record raises
+:class:`~fedpriv.errors.ProtocolError`.  The protocol message inside is decoded by
+:mod:`fedpriv.integrations.codec` and then checked against the round by the
+server (:func:`fedpriv.protocols.boundary.admit`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from fedpriv.errors import ProtocolError
 from fedpriv.integrations.codec import decode_message, encode_message
 from fedpriv.protocols.base import SERVER_ID, AggregationProtocol, ClientId, Message, RoundContext
+from fedpriv.protocols.boundary import check_int
 
 WIRE_VERSION = 1
 """Version of this record layout; a node refuses a round announced with another."""
@@ -49,6 +55,10 @@ GLOBAL_RECORD = "global"
 """Phase-0 ArrayRecord of :class:`~.server.FedprivWorkflow` holding the global vector."""
 GLOBAL_ARRAY = "vector"
 """Name of the global vector's array inside :data:`GLOBAL_RECORD`."""
+MAX_REPORTED_SECONDS = 86_400.0
+"""A node's reported protocol seconds for one phase must lie in [0, one day]."""
+MAX_METRICS = 256
+"""Most entries a node's stats or metrics record may hold."""
 
 
 def protocol_spec(protocol: AggregationProtocol) -> str:
@@ -98,8 +108,10 @@ class PhaseHeader:
 def _integer(record: ConfigRecord, key: str, what: str) -> int:
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ProtocolError(f"{what}: field {key!r} must be an integer; got {value!r}.")
-    return int(value)
+        raise ProtocolError(
+            f"{what}: field {key!r} must be an integer; got a {type(value).__name__}."
+        )
+    return check_int(value, f"{what}: field {key!r}")
 
 
 def _record(content: RecordDict, name: str, what: str) -> ConfigRecord:
@@ -228,14 +240,21 @@ def read_reply(content: RecordDict, *, node: str) -> PhaseReply:
             raise ProtocolError(f"{what}: the protocol message must be bytes.")
         message = decode_message(data, what=f"the protocol message of {node}")
     seconds = record.get("seconds", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
-        raise ProtocolError(f"{what}: 'seconds' must be a number; got {seconds!r}.")
+    if (isinstance(seconds, bool) or not isinstance(seconds, numbers.Real)
+            or not 0.0 <= float(seconds) <= MAX_REPORTED_SECONDS):
+        raise ProtocolError(
+            f"{what}: 'seconds' must be a number in [0, {MAX_REPORTED_SECONDS:g}]."
+        )
 
     def metrics(name: str) -> dict[str, float]:
         if name not in content.metric_records:
             return {}
-        return {k: float(v) for k, v in content.metric_records[name].items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        values = content.metric_records[name]
+        if len(values) > MAX_METRICS:
+            raise ProtocolError(f"{what}: more than {MAX_METRICS} metrics in {name!r}.")
+        return {k: float(v) for k, v in values.items()
+                if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v)}
 
     return PhaseReply(
         round=_integer(record, "round", what), phase=_integer(record, "phase", what),

@@ -18,6 +18,16 @@ the phase-0 message, run the round, and apply the server's DP step
 (:func:`fedpriv.dp.rounds.server_mean`, the same function the in-process loop
 calls) to update the global vector.  Protocol ids are the nodes' ranks in
 sorted Flower node-id order (:func:`assign_client_ids`).
+
+Hostile nodes: a reply that does not decode, answers another round, phase or
+client, or holds a message the network boundary refuses
+(:func:`fedpriv.protocols.boundary.admit`: field types and ranges, sender, round,
+the protocol's expected answer) is that node's failure — it drops out at that
+phase, its reason in ``FlowerRoundResult.errors`` and in the result's
+``rejected_clients`` — never the round's (unless too few clients remain for the
+protocol's threshold) or the ServerApp's: an unexpected exception in the server
+session becomes a :class:`ProtocolError` that :class:`FedprivWorkflow` records as
+an aborted round.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from fedpriv.integrations.flower.records import (
     GLOBAL_ARRAY,
     GLOBAL_RECORD,
     MESSAGE_TYPE,
+    PhaseReply,
     phase_content,
     read_reply,
 )
@@ -50,9 +61,12 @@ from fedpriv.protocols.base import (
     ClientId,
     CostRecord,
     RoundContext,
+    ServerSession,
     ServerView,
 )
 from fedpriv.protocols.base import Message as ProtocolMessage
+from fedpriv.protocols.boundary import MAX_REASON_CHARS, admit
+from fedpriv.protocols.driver import guarded
 
 if TYPE_CHECKING:
     from fedpriv.dp.distributed import DistributedDP
@@ -128,6 +142,39 @@ def _exchange(
     return replies, failures
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _admit_reply(
+    reply: Message, protocol: AggregationProtocol, ctx: RoundContext, phase: int,
+    client_id: ClientId, node_id: int, last_sent: ProtocolMessage | None,
+    server: ServerSession,
+) -> PhaseReply:
+    """Return client ``client_id``'s checked reply to ``phase``; raise ProtocolError if hostile.
+
+    Decodes the reply (:func:`read_reply`), checks that it answers this round and
+    phase as this client, and passes its message through the boundary
+    (:func:`fedpriv.protocols.boundary.admit`).  Anything else that goes wrong on
+    the reply's content is reported as :class:`ProtocolError` too.
+    """
+    where = f"round {ctx.round}, phase {phase}"
+    try:
+        parsed = read_reply(reply.content, node=f"client {client_id} (node {node_id})")
+        if (parsed.round, parsed.phase, parsed.client_id) != (ctx.round, phase, client_id):
+            raise ProtocolError(
+                f"it answers round {parsed.round}, phase {parsed.phase} as client "
+                f"{parsed.client_id}")
+    except ProtocolError as err:
+        raise ProtocolError(_short(f"{where}: {err}")) from None
+    except Exception as err:  # any failure on a node's reply is the node's
+        raise ProtocolError(_short(f"{where}: {type(err).__name__} reading the reply")) from None
+    if parsed.message is not None:
+        admit(parsed.message, protocol=protocol, ctx=ctx, phase=phase,
+              client_id=client_id, reply=last_sent, server=server)
+    return parsed
+
+
 def run_protocol_round(
     grid: Grid,
     protocol: AggregationProtocol,
@@ -173,6 +220,7 @@ def run_protocol_round(
     received: list[ProtocolMessage] = []
     dropouts: dict[ClientId, int] = {}
     errors: dict[ClientId, str] = {}
+    rejected: dict[ClientId, str] = {}
     stats: dict[ClientId, dict[str, float]] = {}
     metrics: dict[ClientId, Mapping[str, float]] = {}
     for phase in range(num_phases):
@@ -194,18 +242,17 @@ def run_protocol_round(
             reason = failures.get(c)
             reply = replies.get(c)
             if reply is not None and reply.has_error():
-                reason = f"node error {reply.error.code}: {reply.error.reason}"
+                reason = _short(f"node error {reply.error.code}: {reply.error.reason}")
             elif reply is not None:
+                start = time.perf_counter()
                 try:
-                    parsed = read_reply(reply.content, node=f"client {c} (node {node_ids[c]})")
-                    if (parsed.round, parsed.phase, parsed.client_id) != (ctx.round, phase, c):
-                        raise ProtocolError(
-                            f"it answers round {parsed.round}, phase {parsed.phase} as client "
-                            f"{parsed.client_id}")
-                    if parsed.message is not None and parsed.message.sender != c:
-                        raise ProtocolError(f"its message claims sender {parsed.message.sender}")
+                    parsed = _admit_reply(reply, protocol, ctx, phase, c, node_ids[c],
+                                          inbox.get(c), server)
+                    size = 0 if parsed.message is None else guarded(
+                        parsed.message.nbytes, f"client {c}'s message's nbytes()")
                 except ProtocolError as err:
                     reason = f"bad reply: {err}"
+                    rejected[c] = reason
                 else:
                     client_seconds[c] += parsed.seconds
                     stats[c] = dict(parsed.stats)
@@ -213,7 +260,8 @@ def run_protocol_round(
                         metrics[c] = dict(parsed.metrics)
                     if parsed.message is not None:
                         sent[c] = parsed.message
-                        bytes_up[c] += parsed.message.nbytes()
+                        bytes_up[c] += size
+                server_seconds += time.perf_counter() - start
             if reason is not None:
                 alive.discard(c)
                 dropouts[c] = phase
@@ -221,7 +269,8 @@ def run_protocol_round(
                 logger.warning("round %d phase %d: client %d (node %d) dropped out: %s",
                                ctx.round, phase, c, node_ids[c], reason)
         received.extend(sent.values())
-        replies_out, seconds = _timed(server.collect, phase, MappingProxyType(sent))
+        replies_out, seconds = _timed(guarded, server.collect, f"the '{protocol.name}' server's "
+                                      f"collect(phase={phase})", phase, MappingProxyType(sent))
         server_seconds += seconds
         inbox = {}
         for c, message in replies_out.items():
@@ -238,9 +287,10 @@ def run_protocol_round(
             )
         if on_phase_end is not None:
             on_phase_end(ctx.round, phase)
-    (aggregate, total_weight, survivors), seconds = _timed(server.finish)
+    (aggregate, total_weight, survivors), seconds = _timed(
+        guarded, server.finish, f"the '{protocol.name}' server's finish()")
     server_seconds += seconds
-    view = server.view()
+    view = guarded(server.view, f"the '{protocol.name}' server's view()")
     if view.survivors != survivors or len(view.transcript) != len(received):
         raise ProtocolError(
             f"the '{protocol.name}' server's view disagrees with the round. This is a bug in "
@@ -250,7 +300,7 @@ def run_protocol_round(
         aggregate=aggregate, total_weight=total_weight, survivors=survivors, view=view,
         cost=CostRecord(bytes_up=bytes_up, bytes_down=bytes_down,
                         client_seconds=client_seconds, server_seconds=server_seconds),
-        client_stats=stats,
+        client_stats=stats, rejected_clients=MappingProxyType(rejected),
     )
     return FlowerRoundResult(
         result=result, dropouts=MappingProxyType(dropouts), errors=MappingProxyType(errors),

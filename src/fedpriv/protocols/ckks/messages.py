@@ -5,7 +5,8 @@ Owns the three messages — :class:`EncryptedUpdate` (client → server),
 holder → server) — each with a concrete serialization (:meth:`payload` /
 ``from_payload``, big-endian ``struct`` fields and length-prefixed TenSEAL
 ciphertexts), so that :meth:`nbytes` is the true serialized length plus the
-16-byte notional header of every fedpriv message.
+16-byte notional header of every fedpriv message; and the boundary check of a
+message received from a client (:func:`check_client_message`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from fedpriv.errors import ProtocolError
 from fedpriv.protocols.base import MESSAGE_HEADER_NBYTES, ClientId, Message, readonly_array
+from fedpriv.protocols.boundary import (
+    Received,
+    check_answer,
+    check_bytes,
+    check_int,
+    check_update_length,
+)
 from fedpriv.protocols.ckks.keys import KEY_ID_NBYTES, check_key_id
 
 _PREFIX = struct.Struct(f">q{KEY_ID_NBYTES}s")  # round, key id
@@ -200,4 +209,65 @@ class ReleasedSum(Message):
         return cls(sender, round_index, key_id, int(exponent), units)
 
 
-__all__ = ["DecryptRequest", "EncryptedUpdate", "ReleasedSum"]
+# --------------------------------------------------------------------------- boundary checks
+# What the server checks of a client's message before its session sees it
+# (fedpriv.protocols.boundary.admit calls check_client_message).
+
+CHUNK_MAX_NBYTES = 64 * 2**20
+"""Longest accepted serialized ciphertext (a fresh one at N = 2¹⁵ is about 1.3 MiB)."""
+GRID_EXPONENT_RANGE = (-1074, 1023)
+"""A release grid 2^e must be a float64."""
+
+_ANSWERS: dict[type | None, tuple[type, ...]] = {
+    None: (EncryptedUpdate,),
+    DecryptRequest: (ReleasedSum,),
+}
+
+
+def check_client_message(message: Message, received: Received) -> None:
+    """Raise :class:`ProtocolError` unless ``message`` is a well-formed ``ckks`` client message.
+
+    An :class:`EncryptedUpdate` only in phase 0, under the federation's key id, with
+    the round's number of ciphertexts, each non-empty and at most
+    :data:`CHUNK_MAX_NBYTES`; a :class:`ReleasedSum` only from the client asked to
+    decrypt, under the key id, with the grid the request's contributor count fixes
+    and one int64 per entry plus the weight slot.  Whether a ciphertext parses under
+    the federation's context is the server session's check.
+    """
+    check_answer(message, received, _ANSWERS)
+    protocol: Any = received.protocol
+    key_id = getattr(protocol, "key_id", None)
+    params = getattr(protocol, "params", None)
+    if isinstance(message, (EncryptedUpdate, ReleasedSum)) and (
+        isinstance(key_id, bytes) and message.key_id != key_id
+    ):
+        raise ProtocolError(
+            f"its {type(message).__name__} is under key id {message.key_id.hex()}, not the "
+            f"federation's {key_id.hex()}."
+        )
+    if isinstance(message, EncryptedUpdate):
+        if params is not None:
+            expected = len(params.chunk_sizes(received.ctx.vector_size))
+            if len(message.chunks) != expected:
+                raise ProtocolError(
+                    f"it sent {len(message.chunks)} ciphertexts; the round needs {expected}."
+                )
+        for index, chunk in enumerate(message.chunks):
+            check_bytes(chunk, f"ciphertext {index}", maximum=CHUNK_MAX_NBYTES)
+    elif isinstance(message, ReleasedSum):
+        low, high = GRID_EXPONENT_RANGE
+        check_int(message.grid_exponent, "the grid exponent", minimum=low, maximum=high)
+        if message.units.dtype != np.int64:
+            raise ProtocolError(f"the released units must be int64; got {message.units.dtype}.")
+        check_update_length(message.units, received.ctx.vector_size + 1, "the released units")
+        request = received.reply
+        if params is not None and isinstance(request, DecryptRequest):
+            expected_grid = params.grid_exponent(len(request.contributors))
+            if message.grid_exponent != expected_grid:
+                raise ProtocolError(
+                    f"the release is on grid 2^{message.grid_exponent}; {len(request.contributors)}"
+                    f" contributors fix 2^{expected_grid}."
+                )
+
+
+__all__ = ["DecryptRequest", "EncryptedUpdate", "ReleasedSum", "check_client_message"]

@@ -1,8 +1,9 @@
 """The typed messages of a SecAgg / SecAgg+ round, and their sizes on the wire.
 
 Owns one frozen dataclass per message of the four phases (client → server and
-the server's reply), the byte counts they are costed with, and the check of a
-signed key advertisement that client and server both apply.
+the server's reply), the byte counts they are costed with, the check of a
+signed key advertisement that client and server both apply, and the boundary
+check of a message received from a client (:func:`check_client_message`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fedpriv.protocols.base import (
     Message,
     readonly_array,
 )
+from fedpriv.protocols.boundary import Received, check_bytes, check_client_ids
 from fedpriv.protocols.secagg.stages import advertise_payload
 
 ROUND_NBYTES = 8
@@ -169,3 +171,53 @@ def _verify_advertisement(
             f"{who}: the signature on client {entry.sender}'s advertised keys does not verify "
             "(forged or altered keys)."
         ) from None
+
+
+# --------------------------------------------------------------------------- boundary checks
+# What the server checks of a client's message before its session sees it
+# (fedpriv.protocols.boundary.admit calls check_client_message).
+
+SIGNATURE_NBYTES = 64
+"""An Ed25519 signature."""
+PUBLIC_KEY_NBYTES = 32
+"""An X25519 public key; also the size of a self-mask commitment (SHA-256)."""
+SHARE_CIPHERTEXT_MAX_NBYTES = 4096
+"""Longest accepted encrypted share pair (a real one is about 150 bytes)."""
+UNMASK_SHARE_MAX_NBYTES = 1024
+"""Longest accepted unmasking share (a real one is about 40 bytes)."""
+
+
+def check_client_message(message: Message, received: Received) -> None:
+    """Raise :class:`ProtocolError` unless ``message`` is a well-formed SecAgg client message.
+
+    Checks that every key, signature, ciphertext and share is bytes of a plausible
+    length, that every client id is a participant (a share never addressed to its
+    sender) and that a masked input is a 1-D array of unsigned words.  Which message
+    a phase expects, the masked input's length and what needs the session's state
+    (neighbourhoods, survivors) are the server session's checks: it discards a
+    client that fails them (``SecAggServerView.rejected``) rather than failing.
+    """
+    if isinstance(message, AdvertiseKeys):
+        check_bytes(message.c_pk, "c_pk", exact=PUBLIC_KEY_NBYTES)
+        check_bytes(message.s_pk, "s_pk", exact=PUBLIC_KEY_NBYTES)
+        if message.signature is not None:
+            check_bytes(message.signature, "the signature", exact=SIGNATURE_NBYTES)
+    elif isinstance(message, ShareKeys):
+        check_client_ids(message.ciphertexts, received, "the share map", allow_self=False)
+        for recipient, ciphertext in message.ciphertexts.items():
+            check_bytes(ciphertext, f"the shares for client {recipient}",
+                        maximum=SHARE_CIPHERTEXT_MAX_NBYTES)
+        check_bytes(message.self_mask_commitment, "the self-mask commitment",
+                    exact=PUBLIC_KEY_NBYTES)
+    elif isinstance(message, MaskedInput):
+        if message.masked.dtype.kind != "u" or message.masked.ndim != 1:
+            raise ProtocolError(
+                "the masked input must be a 1-D array of unsigned words; got "
+                f"{message.masked.dtype} of shape {message.masked.shape}."
+            )
+    elif isinstance(message, UnmaskShares):
+        for name in ("self_mask_shares", "mask_key_shares"):
+            shares = getattr(message, name)
+            check_client_ids(shares, received, name)
+            for owner, share in shares.items():
+                check_bytes(share, f"{name}[{owner}]", maximum=UNMASK_SHARE_MAX_NBYTES)
