@@ -347,14 +347,17 @@ def test_user_level_dp_over_flower_matches_the_loop_steps() -> None:
     protocol = _protocol("secagg+")
     settings_ = UserDPSettings(noise_multiplier=0.7, clip=0.5, adaptive_clip=True,
                                count_stddev=1.0)
-    server_dp = UserLevelDP(settings_, num_clients=n, clients_per_round=n, seed=11)
+    secret = bytes(range(32))  # the server's own secret; the reference holds the same
+    server_dp = UserLevelDP(settings_, num_clients=n, clients_per_round=n, seed=None,
+                            secret=secret)
     client_dp = UserLevelDP(settings_, num_clients=n, clients_per_round=n, seed=None)
-    reference_dp = UserLevelDP(settings_, num_clients=n, clients_per_round=n, seed=11)
+    reference_dp = UserLevelDP(settings_, num_clients=n, clients_per_round=n, seed=None,
+                               secret=secret)
     rng = np.random.default_rng(0)
     updates = {c: rng.normal(size=size).astype(np.float32) for c in range(n)}
     grid = LoopbackGrid(_dp_client(protocol, updates, user_dp=client_dp), range(1, n + 1))
     node_ids = assign_client_ids(grid.get_node_ids())
-    workflow = FedprivWorkflow(protocol, user_dp=server_dp, seed=3)
+    workflow = FedprivWorkflow(protocol, user_dp=server_dp)
     flower_global = reference_global = np.zeros(size, dtype=np.float32)
     for round_index in range(2):
         step = workflow.round(grid, round_index, flower_global, node_ids)
@@ -397,7 +400,7 @@ def test_dp_mode_mismatch_is_refused() -> None:
     updates = {c: np.zeros(8, dtype=np.float32) for c in range(3)}
     grid = LoopbackGrid(_dp_client(protocol, updates), [1, 2, 3])  # nodes without DP
     user_dp = UserLevelDP(UserDPSettings(noise_multiplier=1.0, clip=0.1), num_clients=3,
-                          clients_per_round=3, seed=0)
+                          clients_per_round=3, seed=None)
     step = FedprivWorkflow(protocol, user_dp=user_dp).round(
         grid, 0, np.zeros(8, dtype=np.float32), assign_client_ids([1, 2, 3]))
     assert step.flower is None and step.aborted is not None  # every node refused
@@ -617,3 +620,35 @@ def test_audit_over_flower_gives_the_same_report(
     run = _without_timings(over_flower)["runs"][0]
     assert run["utility"]["eval_loss"] > 0 and run["leakage"]["mia"]
     assert _without_timings(over_flower) == _without_timings(in_process)
+
+
+def test_flower_refuses_dp_noise_derived_from_a_seed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Flower server must never know a client's noise: seeded DP is refused everywhere."""
+    from flwr.app import Message as FlowerMessage
+    from flwr.app import RecordDict
+
+    from fedpriv.audits.config import AuditConfig, from_mapping
+    from fedpriv.integrations.flower import run_audit_on_flower
+    from fedpriv.integrations.flower.client import client_protocol_vector
+    from helpers import tiny_config_dict
+
+    protocol = _protocol("secagg+")
+    seeded = UserLevelDP(UserDPSettings(noise_multiplier=1.0, clip=0.1), num_clients=3,
+                         clients_per_round=3, seed=5)
+    with pytest.raises(ConfigError, match="server knows"):
+        FedprivWorkflow(protocol, user_dp=seeded)
+    with_secret = UserLevelDP(UserDPSettings(noise_multiplier=1.0, clip=0.1), num_clients=3,
+                              clients_per_round=3, seed=5, secret=bytes(32))
+    FedprivWorkflow(protocol, user_dp=with_secret)  # a secret the server holds is fine
+    dist = DistributedDP(DistributedDPSettings(1.0, 1.0), dim=8, expected_clients=3, seed=5)
+    with pytest.raises(ConfigError, match="server knows"):
+        client_protocol_vector(FlowerMessage(RecordDict(), dst_node_id=1,
+                                             message_type="train.fedpriv"),
+                               np.zeros(8), client_id=0,
+                               ctx=RoundContext(round=0, participants=(0, 1, 2), vector_size=8),
+                               dist_dp=dist)
+    d = tiny_config_dict(rounds=1)
+    d["runs"] = [{"name": "udp", "dp": "user", "epsilon": 8.0,
+                  "dp_params": {"deterministic": True}}]
+    with pytest.raises(ConfigError, match="deterministic"):
+        run_audit_on_flower(from_mapping(AuditConfig, d), tmp_path)

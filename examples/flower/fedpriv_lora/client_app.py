@@ -30,7 +30,7 @@ def _make_input(message: Message, context: Context, client_id: int,
     # set by the simulation engine). client_id: its protocol id, assigned by the server.
     partition = int(context.node_config.get("partition-id", client_id))
     delta, loss = train(context.run_config, partition, read_global(message), ctx.round)
-    user_dp = build_user_dp(context.run_config, seed=None)  # clipping only: no secret here
+    user_dp = build_user_dp(context.run_config)  # clipping only: no secret here
     vector = client_protocol_vector(message, delta, client_id=client_id, ctx=ctx,
                                     user_dp=user_dp)
     return LocalUpdate(ClientInput(vector, weight=1.0), {"train_loss": loss})

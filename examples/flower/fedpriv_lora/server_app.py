@@ -52,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     model, tokenizer = load_model(config)
     global_vector = get_adapter_vector(model)
     workflow = FedprivWorkflow(build_protocol(config),
-                               user_dp=build_user_dp(config, seed=None),
+                               user_dp=build_user_dp(config),
                                phase_timeout=float(config["phase-timeout"]))
     base_loss = _held_out_loss(model, tokenizer, config, global_vector)
     history: list[dict[str, Any]] = [{"round": -1, "held_out_loss": base_loss}]

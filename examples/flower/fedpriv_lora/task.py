@@ -20,16 +20,16 @@ def build_protocol(run_config: Mapping[str, Any]) -> AggregationProtocol:
     return create("secagg+")
 
 
-def build_user_dp(run_config: Mapping[str, Any], *, seed: int | None) -> UserLevelDP:
+def build_user_dp(run_config: Mapping[str, Any]) -> UserLevelDP:
     """User-level DP-FedAvg: every node clips to ``dp-clip``; the server adds the noise.
 
-    ``seed=None`` (a deployment) draws the server's noise from the OS; a seed makes it
-    reproducible (and known to whoever knows the seed: an audit setting).
+    The server's noise and client sampling come from the OS (``seed=None``): never
+    from a seed in the run config, which every party (and any report) knows.
     """
     clients = int(run_config["num-clients"])
     settings = UserDPSettings(noise_multiplier=float(run_config["dp-noise-multiplier"]),
                               clip=float(run_config["dp-clip"]))
-    return UserLevelDP(settings, num_clients=clients, clients_per_round=clients, seed=seed)
+    return UserLevelDP(settings, num_clients=clients, clients_per_round=clients, seed=None)
 
 
 def load_model(run_config: Mapping[str, Any]) -> tuple[Any, Any]:

@@ -230,6 +230,10 @@ def client_protocol_vector(
     rotation salt under distributed DP.  Raises :class:`ConfigError` when the
     server's DP mode differs from the node's.
     """
+    if dist_dp is not None:  # the client's noise share must be secret from the server
+        from fedpriv.integrations.flower.server import refuse_seeded_dp
+
+        refuse_seeded_dp(dist_dp, f"client {client_id}'s DistributedDP")
     record = message.content.config_records.get(DP_RECORD)
     mode = "none" if record is None else record.get("mode")
     local = "user" if user_dp is not None else "distributed" if dist_dp is not None else "none"

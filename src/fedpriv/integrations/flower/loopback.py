@@ -244,10 +244,18 @@ def run_audit_on_flower(config: Any, out_dir: str | Path, **kwargs: Any) -> dict
     workflow and one :class:`~.client.FedprivClient` per client (on a
     :class:`LoopbackGrid`), so the ServerViews the attacks consume are the Flower
     server's.  ``kwargs`` go to ``run_audit`` (``resume``, ``overwrite``, ``progress``).
+    A run in the deterministic DP mode is refused (:class:`ConfigError`).
     """
     from fedpriv.audits.runner import run_audit
+    from fedpriv.errors import ConfigError
     from fedpriv.train.loop import use_round_runner
 
+    seeded = [run.name for run in config.runs if run.dp_config().deterministic]
+    if seeded:
+        raise ConfigError(
+            f"run(s) {', '.join(seeded)}: the deterministic DP mode derives noise and sampling "
+            "from the public seed, which the Flower integration refuses (a Flower server must "
+            "never know a client's noise); drop --dp-deterministic / dp_params.deterministic")
     with use_round_runner(flower_round_runner()):
         return run_audit(config, out_dir, **kwargs)
 

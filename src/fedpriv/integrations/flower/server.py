@@ -43,6 +43,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedpriv.dp.noise import key_generator, noise_seed
 from fedpriv.dp.rounds import protocol_vector_size, server_mean
 from fedpriv.errors import ConfigError, ProtocolError
 from fedpriv.integrations.flower.records import (
@@ -357,22 +358,32 @@ class FedprivWorkflow:
     Clients use :class:`~fedpriv.integrations.flower.client.FedprivClient` with a
     ``make_input`` that trains from the ``"global"`` ArrayRecord and calls
     :func:`~fedpriv.integrations.flower.client.client_protocol_vector`.  With
-    ``user_dp`` the participants are Poisson-sampled with the loop's seed stream
-    (``seed``); the server adds the central noise.
+    ``user_dp`` the participants are Poisson-sampled and the server adds the
+    central noise, both from keys of ``user_dp``'s secret (or fresh from the OS):
+    never from a seed, which a report or a config would make public.  A DP object
+    built with a seed and no secret (the deterministic debugging mode) is refused.
     """
 
     protocol: AggregationProtocol
     user_dp: UserLevelDP | None = None
     dist_dp: DistributedDP | None = None
     server_lr: float = 1.0
-    seed: int = 0
     phase_timeout: float = DEFAULT_PHASE_TIMEOUT
     poll_interval: float = DEFAULT_POLL_INTERVAL
     views: list[ServerView] = field(default_factory=list)
     """The ServerView of every completed round (what an audit of this run consumes)."""
 
+    def __post_init__(self) -> None:
+        for name, mech in (("user_dp", self.user_dp), ("dist_dp", self.dist_dp)):
+            if mech is not None:
+                refuse_seeded_dp(mech, f"FedprivWorkflow's {name}")
+
     def participants(self, round_index: int, node_ids: Mapping[ClientId, int]) -> tuple[int, ...]:
-        """Return the round's participants: every node, or a Poisson sample under user DP."""
+        """Return the round's participants: every node, or a Poisson sample under user DP.
+
+        The sample is keyed by ``user_dp``'s secret (fresh OS keys without one), so
+        who took part is not derivable from anything public.
+        """
         if self.user_dp is None:
             return tuple(sorted(node_ids))
         if self.user_dp.num_clients != len(node_ids):
@@ -381,7 +392,8 @@ class FedprivWorkflow:
                 f"{len(node_ids)} nodes are connected; build UserLevelDP with num_clients equal "
                 "to the number of nodes."
             )
-        return self.user_dp.sample(np.random.default_rng([self.seed, round_index, 1]))
+        key = noise_seed(None, round_index, purpose="client-sampling", secret=self.user_dp.secret)
+        return self.user_dp.sample(key_generator(key))
 
     def round(
         self, grid: Grid, round_index: int, global_vector: np.ndarray,
@@ -422,6 +434,22 @@ class FedprivWorkflow:
         return WorkflowRound(round_index, global_vector + step, flower, dp_round)
 
 
+def refuse_seeded_dp(mechanism: UserLevelDP | DistributedDP, who: str) -> None:
+    """Raise ConfigError when ``mechanism`` derives its randomness from a (public) seed.
+
+    Over Flower the server and every node are separate parties: noise or sampling
+    keyed by a seed that the server (or a config, or a report) knows can be
+    regenerated and removed.  Build the mechanism with ``seed=None`` (fresh OS
+    keys) or a ``secret`` its owner keeps.
+    """
+    if mechanism.secret is None and mechanism.seed is not None:
+        raise ConfigError(
+            f"{who} derives its DP noise and sampling from seed {mechanism.seed}, which the "
+            "server knows: over Flower that noise could be regenerated and removed. Build it "
+            "with seed=None (keys from the OS) or secret=<32 secret bytes>; the deterministic "
+            "DP mode is for in-process debugging only")
+
+
 __all__ = [
     "DEFAULT_PHASE_TIMEOUT",
     "DEFAULT_POLL_INTERVAL",
@@ -430,6 +458,7 @@ __all__ = [
     "WorkflowRound",
     "assign_client_ids",
     "dp_record",
+    "refuse_seeded_dp",
     "run_protocol_round",
     "wait_for_nodes",
 ]
