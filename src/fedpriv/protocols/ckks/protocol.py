@@ -14,6 +14,7 @@ server sessions and refuses to make client sessions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from fedpriv.errors import ConfigError
@@ -30,6 +31,7 @@ from fedpriv.protocols.ckks.config import CKKSConfig
 from fedpriv.protocols.ckks.keys import CKKSKeys, CKKSPublicContext, load_public_context
 from fedpriv.protocols.ckks.params import CKKSParameters, choose_parameters
 from fedpriv.protocols.ckks.server import CKKSServer
+from fedpriv.protocols.ckks.signing import UploadSigners, check_session_id
 
 
 def _public_only_error() -> ConfigError:
@@ -65,6 +67,9 @@ class CKKSProtocol(AggregationProtocol):
         *,
         keys: CKKSKeys | None = None,
         public: CKKSPublicContext | None = None,
+        signing_keys: Mapping[ClientId, bytes] | None = None,
+        verify_keys: Mapping[ClientId, bytes] | None = None,
+        session_id: bytes | None = None,
     ) -> None:
         if config is not None and not isinstance(config, CKKSConfig):
             raise ConfigError(
@@ -86,16 +91,31 @@ class CKKSProtocol(AggregationProtocol):
                     f"got {type(public).__name__}."
                 )
             load_public_context(public.context_bytes)  # refuses a context with a secret key
+            if signing_keys is not None:
+                raise ConfigError(
+                    "a server-only CKKSProtocol(public=...) signs nothing; pass signing_keys "
+                    "to the clients' protocol objects only."
+                )
             self._keys, self.public_context = None, public
-            return
-        if keys is None:
-            keys = CKKSKeys.generate(self.params)
-        elif not isinstance(keys, CKKSKeys) or keys.params != self.params:
-            raise ConfigError(
-                "CKKSProtocol(keys=...) needs a CKKSKeys made for this config's parameters "
-                f"({self.params.describe()})."
-            )
-        self._keys, self.public_context = keys, keys.public()
+        else:
+            if keys is None:
+                keys = CKKSKeys.generate(self.params)
+            elif not isinstance(keys, CKKSKeys) or keys.params != self.params:
+                raise ConfigError(
+                    "CKKSProtocol(keys=...) needs a CKKSKeys made for this config's parameters "
+                    f"({self.params.describe()})."
+                )
+            self._keys, self.public_context = keys, keys.public()
+        self.session_id = check_session_id(
+            self.public_context.key_id if session_id is None else session_id,
+            "CKKSProtocol session_id")
+        """Bound into every signed upload: the key id unless a run passes its own."""
+        if signing_keys is None and verify_keys is None:
+            # In-process simulation: this object is every party, and plays the PKI that a
+            # deployment provisions out of band.  A server-only object gets no keys.
+            self.signers = UploadSigners.simulated() if public is None else UploadSigners()
+        else:
+            self.signers = UploadSigners(signing_keys, verify_keys)
 
     @property
     def keys(self) -> CKKSKeys:
