@@ -12,16 +12,21 @@ and on the same vectors:
 
   - ``encrypt_s``: mean over clients of the phase-0 seconds (clip, weight, encrypt
     and serialize every ciphertext; ``client_stats[c]["encrypt_s"]``);
+  - ``sign_s``: mean over clients of the seconds hashing (SHA-256) and signing
+    (Ed25519) the upload;
   - ``aggregate_s``: the server's seconds (``cost.server_seconds``: check and
-    deserialize every ciphertext, add them, serialize the sum);
-  - ``decrypt_s``: the key holder's release seconds (deserialize, decrypt, range
-    check, flood, round);
+    deserialize every ciphertext of every upload on its own, verify every
+    signature);
+  - ``decrypt_s``: the key holder's release seconds: ``verify_s`` (check the
+    request, hash every forwarded upload, verify every signature) plus
+    ``recompute_decrypt_s`` (deserialize and add every upload's ciphertexts
+    itself, decrypt, range check, flood, round);
   - ``round_s``: wall time of the whole ``run_round``;
   - ``bytes_up_per_client``: the ``EncryptedUpdate`` of a client that is not the
     key holder (its true serialized length + 16-byte header), and
     ``expansion_vs_float32`` = that / 4L; the key holder also uploads the
-    released sum (``key_holder_bytes_up``) and downloads the summed ciphertexts
-    (``key_holder_bytes_down``);
+    released sum (``key_holder_bytes_up``) and downloads every contributor's signed
+    upload (``key_holder_bytes_down`` ≈ n uploads);
   - ``max_rel_error`` = max |aggregate − exact mean| / max |exact mean| (exact:
     float64 mean of the float32 inputs), and ``max_abs_error``;
 * **secagg+** ``run_round(create("secagg+"), …)`` with its defaults: ``round_s``,
@@ -38,6 +43,9 @@ reports its peak RSS growth beside the size of the upload it must hold (with
 glibc's default allocator, and with ``MALLOC_MMAP_THRESHOLD_=65536``, under which
 freed transient buffers go back to the OS and only the live working set shows).
 
+``baseline_unverified`` in the result holds this benchmark's medians from before
+key holders verified signed uploads (commit ae9c872), for comparison.
+
 Targets: expansion ≤ 12× float32 with max_rel_error ≤ 1e-5 at the default
 precision; a whole ckks round at n = 10, L = 10⁶ in ≤ 10 s.  Results go to
 ``benchmarks/results/ckks.json`` (rows carry ``kind`` and ``protocol`` so that
@@ -50,6 +58,7 @@ other row kinds can join them).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -70,6 +79,21 @@ UPDATE_STD = 1e-3  # LoRA-sized update entries
 TARGET_SETTING = (10, 1_000_000)
 TARGETS = {"expansion_vs_float32": 12.0, "max_rel_error": 1e-5, "round_s": 10.0}
 USUAL_DEGREE, USUAL_MODULI, USUAL_SCALE_BITS = 8192, [60, 40, 40, 60], 40  # TenSEAL tutorials
+UNVERIFIED_BASELINE = {
+    "source": "benchmarks/results/ckks.json at commit ae9c872 (before verified sums: the "
+              "server summed, the key holder decrypted the server's sum, nothing was signed)",
+    "rows": [
+        {"clients": 10, "length": 100_000, "round_s": 0.705, "encrypt_s": 0.0545,
+         "aggregate_s": 0.129, "decrypt_s": 0.0296, "key_holder_bytes_down": 4_397_285},
+        {"clients": 50, "length": 100_000, "round_s": 3.459, "encrypt_s": 0.0571,
+         "aggregate_s": 0.571, "decrypt_s": 0.0320, "key_holder_bytes_down": 4_398_869},
+        {"clients": 10, "length": 1_000_000, "round_s": 7.530, "encrypt_s": 0.584,
+         "aggregate_s": 1.368, "decrypt_s": 0.318, "key_holder_bytes_down": 43_908_142},
+        {"clients": 50, "length": 1_000_000, "round_s": 41.045, "encrypt_s": 0.668,
+         "aggregate_s": 7.277, "decrypt_s": 0.359, "key_holder_bytes_down": 43_908_784},
+    ],
+}
+"""The same benchmark's medians before key holders verified signed uploads (for comparison)."""
 TENSEAL_USUAL = {"poly_modulus_degree": USUAL_DEGREE, "coeff_mod_bit_sizes": USUAL_MODULI,
                  "scale_bits": USUAL_SCALE_BITS, "encryption": "asymmetric"}
 
@@ -118,12 +142,18 @@ class Setting:
         self.inputs = {c: ClientInput(v, weight=1.0) for c, v in enumerate(vectors)}
         self.exact = np.asarray(np.mean(np.stack(vectors), axis=0, dtype=np.float64))
         self.protocols = {name: create(name) for name in ("ckks", "secagg+", "plain")}
+        self.rounds = 0
 
     def run(self, name: str) -> dict[str, float]:
-        """Run one round of ``name``; return its seconds, bytes and errors."""
+        """Run one round of ``name``; return its seconds, bytes and errors.
+
+        Every run is a new round number: a CKKS key set signs and releases a round once.
+        """
         from fedpriv.protocols import run_round
 
-        result, wall = timed(lambda: run_round(self.protocols[name], self.ctx, self.inputs))
+        ctx = dataclasses.replace(self.ctx, round=self.rounds)
+        self.rounds += 1
+        result, wall = timed(lambda: run_round(self.protocols[name], ctx, self.inputs))
         cost = result.cost
         values = {"round_s": wall, "server_s": cost.server_seconds,
                   "client_s": statistics.fmean(cost.client_seconds.values()),
@@ -138,6 +168,9 @@ class Setting:
             "encrypt_s": statistics.fmean(stats[c]["encrypt_s"] for c in self.ctx.participants),
             "aggregate_s": cost.server_seconds,
             "decrypt_s": stats[holder]["decrypt_s"],
+            "sign_s": statistics.fmean(stats[c]["sign_s"] for c in self.ctx.participants),
+            "verify_s": stats[holder]["verify_s"],
+            "recompute_decrypt_s": stats[holder]["decrypt_s"] - stats[holder]["verify_s"],
             "bytes_up_per_client": statistics.fmean(cost.bytes_up[c] for c in others),
             "key_holder_bytes_up": float(cost.bytes_up[holder]),
             "key_holder_bytes_down": float(cost.bytes_down[holder]),
@@ -172,7 +205,8 @@ def measure_setting(n: int, length: int, repeats: int, seed: int) -> list[dict[s
     for name in names:
         row: dict[str, Any] = {"kind": "aggregation", "protocol": name, "clients": n,
                                "length": length, "repeats": repeats}
-        row.update({key: None for key in ("encrypt_s", "aggregate_s", "decrypt_s")})
+        row.update({key: None for key in ("encrypt_s", "aggregate_s", "decrypt_s", "sign_s",
+                                          "verify_s")})
         row.update(medians[name])
         row["float32_bytes"] = 4 * length
         row["expansion_vs_float32"] = ratio(row["bytes_up_per_client"], 4 * length)
@@ -277,8 +311,9 @@ def fmt(value: float | None, spec: str) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| protocol | n | L | round s | encrypt s | aggregate s | decrypt s | bytes up / client "
-        "| × float32 | max rel error | round / plain | round / secagg+ |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| × float32 | max rel error | round / plain | round / secagg+ | sign s | verify s "
+        "| key holder down |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
@@ -287,7 +322,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {fmt(r.get('aggregate_s'), '.3g')} | {fmt(r.get('decrypt_s'), '.3g')} "
             f"| {r['bytes_up_per_client']:,.0f} | {fmt(r['expansion_vs_float32'], '.2f')} "
             f"| {fmt(r['max_rel_error'], '.1e')} | {fmt(r.get('round_over_plain_round'), '.0f')} "
-            f"| {fmt(r.get('round_over_secagg_plus'), '.1f')} |"
+            f"| {fmt(r.get('round_over_secagg_plus'), '.1f')} "
+            f"| {fmt(r.get('sign_s'), '.3g')} | {fmt(r.get('verify_s'), '.3g')} "
+            f"| {fmt(r.get('key_holder_bytes_down'), ',.0f')} |"
         )
     return "\n".join(lines)
 
@@ -336,6 +373,7 @@ def main() -> None:
         "client_memory": memory,
         "rows": rows,
         "targets": targets,
+        "baseline_unverified": UNVERIFIED_BASELINE,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

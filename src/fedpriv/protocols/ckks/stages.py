@@ -126,35 +126,6 @@ def check_ciphertexts(
         del vector
 
 
-def sum_ciphertexts(
-    context: ts.Context,
-    uploads: Sequence[tuple[ClientId, Sequence[bytes]]],
-    sizes: Sequence[int],
-    params: CKKSParameters,
-    who: str,
-) -> Iterator[bytes]:
-    """Yield, chunk by chunk, the serialized homomorphic sum of every upload's ciphertext.
-
-    Each ciphertext is checked (:func:`load_ciphertext`) before it is added; at
-    most two ciphertext objects are alive at a time.
-    """
-    for index, size in enumerate(sizes):
-        total: ts.CKKSVector | None = None
-        for client_id, chunks in uploads:
-            what = f"{who}: ciphertext {index} of client {client_id}"
-            vector = load_ciphertext(context, chunks[index], size, params, what)
-            if total is None:
-                total = vector
-            else:
-                total.add_(vector)
-            del vector
-        if total is None:
-            raise ProtocolError(f"{who}: nothing to sum; this is a bug in the ckks protocol.")
-        data: bytes = total.serialize()
-        del total
-        yield data
-
-
 def decrypt_sum(
     context: ts.Context,
     uploads: Sequence[tuple[ClientId, Sequence[bytes]]],
@@ -182,18 +153,6 @@ def decrypt_sum(
             raise ProtocolError(f"{who}: nothing to sum; this is a bug in the ckks protocol.")
         values = np.asarray(total.decrypt(), dtype=np.float64)
         del total
-        yield values
-
-
-def decrypt_chunks(
-    context: ts.Context, chunks: Sequence[bytes], sizes: Sequence[int],
-    params: CKKSParameters, who: str,
-) -> Iterator[np.ndarray]:
-    """Yield the raw CKKS decryption (float64) of each summed ciphertext: never to be released."""
-    for index, (data, size) in enumerate(zip(chunks, sizes, strict=True)):
-        vector = load_ciphertext(context, data, size, params, f"{who}: summed ciphertext {index}")
-        values = np.asarray(vector.decrypt(), dtype=np.float64)
-        del vector
         yield values
 
 
@@ -253,10 +212,8 @@ __all__ = [
     "check_decrypted",
     "clipped_chunks",
     "csprng_normal",
-    "decrypt_chunks",
     "decrypt_sum",
     "encrypt_chunks",
     "flood_and_round",
     "load_ciphertext",
-    "sum_ciphertexts",
 ]
