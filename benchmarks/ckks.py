@@ -53,6 +53,7 @@ other row kinds can join them).
 
     python benchmarks/ckks.py            # n ∈ {10, 50}, L ∈ {1e5, 1e6}; ~3 min here
     python benchmarks/ckks.py --quick    # n = 3, L = 3000, for CI (a few seconds)
+    python benchmarks/ckks.py --compare-with ae9c872 --repeats 3   # side by side with a commit
 """
 
 from __future__ import annotations
@@ -292,6 +293,63 @@ def client_memory(length: int) -> dict[str, Any] | None:
     return probes
 
 
+COMPARE_PROBE = textwrap.dedent("""
+    import json, statistics, sys, time
+    import numpy as np
+    from fedpriv.protocols import ClientInput, RoundContext, create, run_round
+
+    n, length, seed = (int(a) for a in sys.argv[1:4])
+    rng = np.random.default_rng(seed)
+    vectors = [rng.normal(0.0, 1e-3, size=length).astype(np.float32) for _ in range(n)]
+    inputs = {c: ClientInput(v, weight=1.0) for c, v in enumerate(vectors)}
+    ctx = RoundContext(round=0, participants=tuple(range(n)), vector_size=length)
+    proto = create("ckks")
+    start = time.perf_counter()
+    result = run_round(proto, ctx, inputs)
+    wall = time.perf_counter() - start
+    stats, holder = result.client_stats, result.view.released_by
+    print(json.dumps({
+        "round_s": wall, "server_s": result.cost.server_seconds,
+        "encrypt_s": statistics.fmean(stats[c]["encrypt_s"] for c in ctx.participants),
+        "sign_s": statistics.fmean(stats[c].get("sign_s", 0.0) for c in ctx.participants),
+        "decrypt_s": stats[holder]["decrypt_s"], "verify_s": stats[holder].get("verify_s", 0.0),
+        "key_holder_bytes_down": result.cost.bytes_down[holder]}))
+""")
+
+
+def compare_with(commit: str, n: int, length: int, repeats: int, seed: int) -> dict[str, Any]:
+    """Time one ckks round of this tree and of ``commit``, alternately, in fresh processes.
+
+    The machine is shared: only numbers measured side by side compare.  ``commit``'s
+    ``src/`` is exported with ``git archive`` into a temporary folder.
+    """
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    samples: dict[str, dict[str, list[float]]] = {"this": {}, commit: {}}
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(["git", "-C", str(root), "archive", commit, "src"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        sources = {"this": str(root / "src"), commit: str(Path(folder) / "src")}
+        for repeat in range(repeats):
+            order = ["this", commit] if repeat % 2 == 0 else [commit, "this"]
+            for label in order:
+                done = subprocess.run(
+                    [sys.executable, "-c", COMPARE_PROBE, str(n), str(length), str(seed)],
+                    check=True, capture_output=True, text=True, timeout=900,
+                    env={**os.environ, "PYTHONPATH": sources[label]})
+                probe = json.loads(done.stdout.strip().splitlines()[-1])
+                for key, value in probe.items():
+                    samples[label].setdefault(key, []).append(float(value))
+    medians = {label: {k: median(v) for k, v in values.items()}
+               for label, values in samples.items()}
+    return {"clients": n, "length": length, "repeats": repeats, "baseline_commit": commit,
+            "this": medians["this"], "baseline": medians[commit],
+            "round_ratio": ratio(medians["this"]["round_s"], medians[commit]["round_s"]),
+            "samples": samples}
+
+
 def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Return the verdicts at n = 10, L = 10⁶ for ckks (empty when that setting did not run)."""
     n, length = TARGET_SETTING
@@ -302,6 +360,14 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {key: {"value": row[key], "limit": limit,
                   "verdict": "PASS" if row[key] <= limit else "FAIL"}
             for key, limit in TARGETS.items()}
+
+
+def rows_of_other_benchmarks(path: Path) -> list[dict[str, Any]]:
+    """Return the rows another benchmark put into ``path`` (e.g. dp.py's ``dp-utility``)."""
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text()).get("rows", [])
+    return [r for r in rows if r.get("kind") not in ("aggregation", "reference")]
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -338,6 +404,10 @@ def main() -> None:
                         help="repeats of settings with n·L ≥ 10⁷ (each takes tens of seconds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--compare-with", metavar="COMMIT", default=None,
+                        help="only time a ckks round of this tree against COMMIT's, alternately "
+                             "(n = 10, L = 10^6 unless --clients/--lengths), and add the result "
+                             "to the result file as compare_<COMMIT>")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"result file (default {RESULTS.name}; {QUICK_RESULTS.name} "
                              "with --quick)")
@@ -346,6 +416,20 @@ def main() -> None:
         args.clients, args.lengths, args.repeats, args.big_repeats = [3], [3000], 1, 1
     if args.out is None:
         args.out = QUICK_RESULTS if args.quick else RESULTS
+
+    if args.compare_with is not None:
+        n, length = args.clients[0], args.lengths[-1]
+        if (args.clients, args.lengths) == (parser.get_default("clients"),
+                                            parser.get_default("lengths")):
+            n, length = TARGET_SETTING
+        comparison = compare_with(args.compare_with, n, length, args.repeats, args.seed)
+        data = json.loads(args.out.read_text()) if args.out.exists() else {}
+        data[f"compare_{args.compare_with}"] = comparison
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
+        for label in ("this", "baseline"):
+            print(label, json.dumps({k: round(v, 4) for k, v in comparison[label].items()}))
+        print(f"round this / {args.compare_with}: {comparison['round_ratio']:.2f} -> {args.out}")
+        return
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -376,6 +460,7 @@ def main() -> None:
         "baseline_unverified": UNVERIFIED_BASELINE,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    result["rows"] = rows + rows_of_other_benchmarks(args.out)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_table([r for r in rows if r["kind"] in ("aggregation", "reference")]))
     if memory is not None:
