@@ -345,6 +345,7 @@ def compare_with(commit: str, n: int, length: int, repeats: int, seed: int) -> d
     medians = {label: {k: median(v) for k, v in values.items()}
                for label, values in samples.items()}
     return {"clients": n, "length": length, "repeats": repeats, "baseline_commit": commit,
+            "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()[0],
             "this": medians["this"], "baseline": medians[commit],
             "round_ratio": ratio(medians["this"]["round_s"], medians[commit]["round_s"]),
             "samples": samples}
@@ -433,6 +434,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]  # the machine is shared: > cpu_count means contended
     for length in args.lengths:
         rows.append(tenseal_usual_row(length, args.seed))
         for n in args.clients:
@@ -453,6 +455,7 @@ def main() -> None:
         "tenseal_version": tenseal.__version__,
         "numpy_version": np.__version__,
         "cpu_count": os.cpu_count(),
+        "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
         "wall_s": time.perf_counter() - started,
         "client_memory": memory,
         "rows": rows,
