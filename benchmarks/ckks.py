@@ -464,6 +464,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result["rows"] = rows + rows_of_other_benchmarks(args.out)
+    if args.out.exists():  # keep side-by-side comparisons made with --compare-with
+        previous = json.loads(args.out.read_text())
+        result.update({k: v for k, v in previous.items() if k.startswith("compare_")})
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_table([r for r in rows if r["kind"] in ("aggregation", "reference")]))
     if memory is not None:
