@@ -154,9 +154,11 @@ class Setting:
 
         ctx = dataclasses.replace(self.ctx, round=self.rounds)
         self.rounds += 1
+        cpu = time.process_time()
         result, wall = timed(lambda: run_round(self.protocols[name], ctx, self.inputs))
+        cpu = time.process_time() - cpu
         cost = result.cost
-        values = {"round_s": wall, "server_s": cost.server_seconds,
+        values = {"round_s": wall, "round_cpu_s": cpu, "server_s": cost.server_seconds,
                   "client_s": statistics.fmean(cost.client_seconds.values()),
                   **errors(result.aggregate, self.exact)}
         if name != "ckks":
@@ -304,12 +306,12 @@ COMPARE_PROBE = textwrap.dedent("""
     inputs = {c: ClientInput(v, weight=1.0) for c, v in enumerate(vectors)}
     ctx = RoundContext(round=0, participants=tuple(range(n)), vector_size=length)
     proto = create("ckks")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = run_round(proto, ctx, inputs)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats, holder = result.client_stats, result.view.released_by
     print(json.dumps({
-        "round_s": wall, "server_s": result.cost.server_seconds,
+        "round_s": wall, "round_cpu_s": cpu, "server_s": result.cost.server_seconds,
         "encrypt_s": statistics.fmean(stats[c]["encrypt_s"] for c in ctx.participants),
         "sign_s": statistics.fmean(stats[c].get("sign_s", 0.0) for c in ctx.participants),
         "decrypt_s": stats[holder]["decrypt_s"], "verify_s": stats[holder].get("verify_s", 0.0),
@@ -317,16 +319,24 @@ COMPARE_PROBE = textwrap.dedent("""
 """)
 
 
-def compare_with(commit: str, n: int, length: int, repeats: int, seed: int) -> dict[str, Any]:
+def compare_with(
+    commit: str, n: int, length: int, repeats: int, seed: int,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Time one ckks round of this tree and of ``commit``, alternately, in fresh processes.
 
-    The machine is shared: only numbers measured side by side compare.  ``commit``'s
-    ``src/`` is exported with ``git archive`` into a temporary folder.
+    The machine is shared: only numbers measured side by side compare; ``round_cpu_s``
+    (the process's CPU seconds: the round is single-threaded) is also far less
+    sensitive to other load than wall time.  ``commit``'s ``src/`` is exported with
+    ``git archive`` into a temporary folder.  Pairs from ``previous`` (an earlier
+    comparison of the same setting) are kept and the medians taken over all.
     """
     import tempfile
 
     root = Path(__file__).resolve().parents[1]
     samples: dict[str, dict[str, list[float]]] = {"this": {}, commit: {}}
+    if previous and (previous["clients"], previous["length"]) == (n, length):
+        samples = previous["samples"]  # accumulate pairs over runs
     with tempfile.TemporaryDirectory() as folder:
         archive = subprocess.run(["git", "-C", str(root), "archive", commit, "src"],
                                  check=True, capture_output=True).stdout
@@ -344,10 +354,13 @@ def compare_with(commit: str, n: int, length: int, repeats: int, seed: int) -> d
                     samples[label].setdefault(key, []).append(float(value))
     medians = {label: {k: median(v) for k, v in values.items()}
                for label, values in samples.items()}
-    return {"clients": n, "length": length, "repeats": repeats, "baseline_commit": commit,
+    pairs = len(samples["this"]["round_s"])
+    return {"clients": n, "length": length, "repeats": pairs, "baseline_commit": commit,
             "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()[0],
             "this": medians["this"], "baseline": medians[commit],
             "round_ratio": ratio(medians["this"]["round_s"], medians[commit]["round_s"]),
+            "round_cpu_ratio": ratio(medians["this"].get("round_cpu_s"),
+                                     medians[commit].get("round_cpu_s")),
             "samples": samples}
 
 
@@ -423,8 +436,9 @@ def main() -> None:
         if (args.clients, args.lengths) == (parser.get_default("clients"),
                                             parser.get_default("lengths")):
             n, length = TARGET_SETTING
-        comparison = compare_with(args.compare_with, n, length, args.repeats, args.seed)
         data = json.loads(args.out.read_text()) if args.out.exists() else {}
+        comparison = compare_with(args.compare_with, n, length, args.repeats, args.seed,
+                                  data.get(f"compare_{args.compare_with}"))
         data[f"compare_{args.compare_with}"] = comparison
         args.out.write_text(json.dumps(data, indent=2) + "\n")
         for label in ("this", "baseline"):
