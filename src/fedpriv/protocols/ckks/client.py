@@ -1,11 +1,15 @@
 """The client's side of a ``ckks`` round: encrypt the weighted update, and release a sum if asked.
 
 Owns :class:`CKKSClient`.  In phase 0 it clips its update to ±clip, weights it by
-``w' = w / max_weight`` and streams it, chunk by chunk, into CKKS ciphertexts
-(the weight ``w'·clip`` rides in the slot after the last entry).  Later, if the
-server picks it as key holder, it checks the :class:`DecryptRequest`, decrypts
-the sum, refuses out-of-range results, floods and rounds them, and returns a
-:class:`ReleasedSum` — once per round at most.
+``w' = w / max_weight``, streams it into CKKS ciphertexts (the weight ``w'·clip``
+rides in the slot after the last entry) and signs the upload (session, round, key
+id, its id, L, SHA-256 of the ciphertexts) with Ed25519 — once per round, as its
+key set's :class:`~fedpriv.protocols.ckks.ledger.ReleaseLedger` enforces.  Later,
+if the server picks it as key holder, it checks the :class:`DecryptRequest`,
+verifies every forwarded upload's signature, **recomputes the sum itself** from
+them (it never decrypts a ciphertext the server made), decrypts, refuses
+out-of-range results, floods and rounds, and returns a :class:`ReleasedSum` —
+once per round and within the key set's release budget.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from fedpriv.protocols.base import (
     check_phase,
 )
 from fedpriv.protocols.ckks.messages import DecryptRequest, EncryptedUpdate, ReleasedSum
+from fedpriv.protocols.ckks.signing import upload_digest, upload_statement
 from fedpriv.protocols.ckks.stages import (
     check_decrypted,
     clipped_chunks,
-    decrypt_chunks,
+    decrypt_sum,
     encrypt_chunks,
     flood_and_round,
 )
@@ -82,14 +87,19 @@ class CKKSClient(ClientSession):
         self._data = data
         self._next_phase = 0
         self._released = False
+        self._own_digest: bytes | None = None
         self._stats = {"clipped_values": 0.0, "ciphertexts": 0.0, "encrypt_s": 0.0,
-                       "decrypt_s": 0.0, "released": 0.0}
+                       "sign_s": 0.0, "verify_s": 0.0, "decrypt_s": 0.0, "released": 0.0}
 
     def __repr__(self) -> str:
         return f"CKKSClient(client_id={self.client_id}, round={self.ctx.round})"
 
     def stats(self) -> Mapping[str, float]:
-        """Clipped entries, ciphertexts sent, seconds encrypting / decrypting, 1.0 if released."""
+        """Clipped entries, ciphertexts, seconds (encrypt, sign, verify, decrypt), 1.0 if released.
+
+        ``decrypt_s`` is the whole release (checks, signature verification, the
+        recomputed sum, decryption, flooding); ``verify_s`` is its checking part.
+        """
         return dict(self._stats)
 
     def handle(self, phase: int, inbox: Message | None) -> Message | None:
@@ -114,7 +124,10 @@ class CKKSClient(ClientSession):
         start = time.perf_counter()
         protocol = self._protocol
         params = protocol.params
+        keys = protocol.keys
         sizes = params.chunk_sizes(self.ctx.vector_size)
+        # Refuse a re-run of a round before anything is encrypted or signed.
+        keys.ledger.record_upload(protocol.session_id, self.ctx.round, self.client_id, self.who)
 
         def values() -> Iterator[np.ndarray]:
             for chunk, clipped in clipped_chunks(self._data.update, self._weight, params.clip,
@@ -122,15 +135,23 @@ class CKKSClient(ClientSession):
                 self._stats["clipped_values"] += clipped
                 yield chunk
 
-        context = protocol.keys.private_context
-        chunks = tuple(encrypt_chunks(context, values(), params.scale))
+        chunks = tuple(encrypt_chunks(keys.private_context, values(), params.scale))
         self._stats["ciphertexts"] = float(len(chunks))
         self._stats["encrypt_s"] = time.perf_counter() - start
-        return EncryptedUpdate(self.client_id, self.ctx.round, protocol.keys.key_id, chunks)
+        start = time.perf_counter()
+        digest = upload_digest(chunks)
+        statement = upload_statement(protocol.session_id, self.ctx.round, keys.key_id,
+                                     self.client_id, self.ctx.vector_size, len(chunks), digest)
+        signature = protocol.signers.sign(self.client_id, statement)
+        self._own_digest = digest
+        self._stats["sign_s"] = time.perf_counter() - start
+        return EncryptedUpdate(self.client_id, self.ctx.round, keys.key_id, chunks, signature)
 
     # ------------------------------------------------------------ key holder
     def _check_request(self, request: DecryptRequest) -> tuple[int, ...]:
+        """Check everything but the signatures; return the round's chunk sizes."""
         protocol = self._protocol
+        config = protocol.config
         if request.round != self.ctx.round:
             raise ProtocolError(
                 f"{self.who} got a DecryptRequest of round {request.round}: a request replayed "
@@ -138,6 +159,11 @@ class CKKSClient(ClientSession):
             )
         if request.key_id != protocol.keys.key_id:
             raise ProtocolError(f"{self.who} got a DecryptRequest under another key set.")
+        if config.key_holder is not None and config.key_holder != self.client_id:
+            raise ProtocolError(
+                f"{self.who} is not the federation's key holder (key_holder="
+                f"{config.key_holder}) and refuses to release anything."
+            )
         if self._released:
             raise ProtocolError(
                 f"{self.who} was asked to decrypt twice in one round; a second, independently "
@@ -153,27 +179,55 @@ class CKKSClient(ClientSession):
                 f"{self.who}: the DecryptRequest names contributors {list(contributors)}, which "
                 "must be sorted, unique participants including this key holder."
             )
-        if len(contributors) < protocol.config.min_clients:
+        if len(contributors) < config.min_clients:
             raise ProtocolError(
                 f"{self.who} refuses to decrypt a sum of {len(contributors)} client(s), fewer "
-                f"than min_clients={protocol.config.min_clients}: it would reveal their updates."
+                f"than min_clients={config.min_clients}: it would reveal their updates."
             )
         sizes = protocol.params.chunk_sizes(self.ctx.vector_size)
-        if len(request.chunks) != len(sizes):
-            raise ProtocolError(
-                f"{self.who}: the DecryptRequest has {len(request.chunks)} ciphertexts; the "
-                f"round's update needs {len(sizes)}."
-            )
+        for upload in request.uploads:
+            if (upload.round, upload.key_id) != (self.ctx.round, protocol.keys.key_id):
+                raise ProtocolError(
+                    f"{self.who}: client {upload.sender}'s forwarded upload is of round "
+                    f"{upload.round} or another key set; refused."
+                )
+            if len(upload.chunks) != len(sizes):
+                raise ProtocolError(
+                    f"{self.who}: client {upload.sender}'s forwarded upload has "
+                    f"{len(upload.chunks)} ciphertexts; the round's update needs {len(sizes)}."
+                )
         return sizes
+
+    def _verify_uploads(self, request: DecryptRequest) -> None:
+        """Raise unless every forwarded upload carries its sender's signature for this round."""
+        protocol = self._protocol
+        for upload in request.uploads:
+            digest = upload_digest(upload.chunks)
+            if upload.sender == self.client_id and digest != self._own_digest:
+                raise ProtocolError(
+                    f"{self.who}: the upload forwarded as this key holder's own is not the one it "
+                    "sent; refused."
+                )
+            statement = upload_statement(protocol.session_id, self.ctx.round,
+                                         protocol.keys.key_id, upload.sender,
+                                         self.ctx.vector_size, len(upload.chunks), digest)
+            protocol.signers.verify(upload.sender, statement, upload.signature, self.who)
 
     def _release(self, request: DecryptRequest) -> ReleasedSum:
         start = time.perf_counter()
         sizes = self._check_request(request)
+        self._verify_uploads(request)
+        protocol = self._protocol
+        # Counted before decrypting: a release that then fails still spends the budget.
+        protocol.keys.ledger.record_release(protocol.session_id, self.ctx.round,
+                                            protocol.config.max_releases, self.who)
         self._released = True
-        params = self._protocol.params
+        self._stats["verify_s"] = time.perf_counter() - start
+        params = protocol.params
         contributors = len(request.contributors)
-        raw = np.concatenate(list(decrypt_chunks(
-            self._protocol.keys.private_context, request.chunks, sizes, params, self.who)))
+        uploads = [(u.sender, u.chunks) for u in request.uploads]
+        raw = np.concatenate(list(decrypt_sum(
+            protocol.keys.private_context, uploads, sizes, params, self.who)))
         check_decrypted(raw, params, contributors, self.who)
         exponent = params.grid_exponent(contributors)
         units = flood_and_round(raw, params.flood_std(contributors), exponent)

@@ -48,6 +48,10 @@ class CKKSConfig:
     """The fewest contributors whose sum a key holder agrees to decrypt (1 releases one update)."""
     precision: float = 2.0**-30
     """Bound on the absolute error of every released entry of Σ w'·clip(Δ) (w.p. ≥ 1 − 2⁻⁴⁰)."""
+    max_releases: int = 1000
+    """The most releases a key set makes (each is a decryption query; ledger in CKKSKeys)."""
+    key_holder: int | None = None
+    """The only client that releases sums (no failover); ``None``: contributors in id order."""
     flood_bits: int = 20
     """k: the flooding noise has standard deviation 2^k × the decryption-error bound."""
     max_vector_size: int = 2**26
@@ -77,6 +81,13 @@ class CKKSConfig:
         object.__setattr__(self, "min_clients", _integer(
             self.min_clients, "min_clients", 1, self.max_clients,
             "It is the fewest contributors a key holder decrypts, at most max_clients."))
+        object.__setattr__(self, "max_releases", _integer(
+            self.max_releases, "max_releases", 1, 2**20,
+            "It bounds the decryptions released under one key set (protocols/ckks.md)."))
+        if self.key_holder is not None:
+            object.__setattr__(self, "key_holder", _integer(
+                self.key_holder, "key_holder", 0, 2**62,
+                "It is the client id of the one client that releases sums, or None."))
         object.__setattr__(self, "flood_bits", _integer(
             self.flood_bits, "flood_bits", 0, 60,
             "E.g. 20: flooding noise 2^20 × the decryption-error bound (protocols/ckks.md)."))

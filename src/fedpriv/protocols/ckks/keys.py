@@ -13,12 +13,14 @@ the server's only way in, and it refuses a context that holds a secret key
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 
 import tenseal as ts
 
 from fedpriv.errors import ConfigError, ProtocolError
+from fedpriv.protocols.ckks.ledger import ReleaseLedger
 from fedpriv.protocols.ckks.params import CKKSParameters
 
 KEY_ID_NBYTES = 16
@@ -119,7 +121,10 @@ class CKKSKeys:
     out-of-band distribution to clients.
     """
 
-    def __init__(self, params: CKKSParameters, context: ts.Context, key_id: bytes) -> None:
+    def __init__(
+        self, params: CKKSParameters, context: ts.Context, key_id: bytes,
+        *, ledger_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not isinstance(context, ts.Context) or not context.is_private():
             raise ProtocolError(
                 "CKKSKeys needs a private TenSEAL context (with the secret key); for the server "
@@ -130,6 +135,8 @@ class CKKSKeys:
         self._context = context
         context.global_scale = params.scale
         self._public = CKKSPublicContext(_public_bytes(context), self.key_id)
+        self.ledger = ReleaseLedger(self.key_id, ledger_path)
+        """The budgets this holder of the secret key enforces (signed uploads, releases)."""
 
     def __repr__(self) -> str:
         return f"CKKSKeys(key_id={self.key_id.hex()}, {self.params.describe()})"
@@ -140,13 +147,21 @@ class CKKSKeys:
         return cls(params, new_context(params), secrets.token_bytes(KEY_ID_NBYTES))
 
     @classmethod
-    def from_private_bytes(cls, params: CKKSParameters, data: bytes, key_id: bytes) -> CKKSKeys:
-        """Return the key set a client got out of band (bytes of :meth:`private_context_bytes`)."""
+    def from_private_bytes(
+        cls, params: CKKSParameters, data: bytes, key_id: bytes,
+        *, ledger_path: str | os.PathLike[str] | None = None,
+    ) -> CKKSKeys:
+        """Return the key set a client got out of band (bytes of :meth:`private_context_bytes`).
+
+        ``ledger_path`` keeps the :class:`~fedpriv.protocols.ckks.ledger.ReleaseLedger`
+        in a file: needed wherever the key set is loaded anew per message (a Flower
+        ClientApp process), or the release budget would restart with each load.
+        """
         try:
             context = ts.context_from(data)
         except (ValueError, RuntimeError, TypeError) as err:
             raise ProtocolError(f"the private CKKS context does not parse ({err}).") from None
-        return cls(params, context, key_id)
+        return cls(params, context, key_id, ledger_path=ledger_path)
 
     @property
     def private_context(self) -> ts.Context:

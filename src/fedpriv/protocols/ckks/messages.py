@@ -1,7 +1,7 @@
 """The typed messages of a ``ckks`` round and their exact wire format.
 
-Owns the three messages — :class:`EncryptedUpdate` (client → server),
-:class:`DecryptRequest` (server → one key holder) and :class:`ReleasedSum` (key
+Owns the three messages — :class:`EncryptedUpdate` (client → server, signed),
+:class:`DecryptRequest` (server → one key holder: the signed uploads) and :class:`ReleasedSum` (key
 holder → server) — each with a concrete serialization (:meth:`payload` /
 ``from_payload``, big-endian ``struct`` fields and length-prefixed TenSEAL
 ciphertexts), so that :meth:`nbytes` is the true serialized length plus the
@@ -33,6 +33,9 @@ _PREFIX = struct.Struct(f">q{KEY_ID_NBYTES}s")  # round, key id
 _COUNT = struct.Struct(">I")  # number of items / length of one ciphertext
 _ID = struct.Struct(">q")
 _GRID = struct.Struct(">iQ")  # grid exponent, number of released values
+_LENGTH = struct.Struct(">Q")  # length of one forwarded upload
+SIGNATURE_NBYTES = 64
+"""Length of the Ed25519 signature on an upload."""
 
 
 def _chunks(chunks: Sequence[bytes], what: str) -> tuple[bytes, ...]:
@@ -89,27 +92,37 @@ class _Reader:
 
 @dataclass(frozen=True, eq=False)
 class EncryptedUpdate(Message):
-    """Phase 0, client → server: CKKS ciphertexts of ``w'·clip(Δ)`` followed by ``w'·clip``.
+    """Phase 0, client → server: CKKS ciphertexts of ``w'·clip(Δ)`` followed by ``w'·clip``, signed.
 
     ``chunks[j]`` is one serialized TenSEAL ``CKKSVector`` holding one ciphertext
-    (slots ``j·N/2`` onwards).
+    (slots ``j·N/2`` onwards).  ``signature`` is the sender's Ed25519 signature of
+    :func:`~fedpriv.protocols.ckks.signing.upload_statement` (session, round, key
+    id, sender, L, SHA-256 of the chunks): what a key holder checks before it adds
+    the ciphertexts into the sum it decrypts.
     """
 
     round: int
     key_id: bytes
     chunks: tuple[bytes, ...] = field(repr=False)
+    signature: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
         check_key_id(self.key_id, f"EncryptedUpdate from client {self.sender}: key_id")
         object.__setattr__(self, "chunks", _chunks(self.chunks, "EncryptedUpdate.chunks"))
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_NBYTES:
+            raise ProtocolError(
+                f"EncryptedUpdate from client {self.sender}: the signature must be "
+                f"{SIGNATURE_NBYTES} bytes (Ed25519); got {type(self.signature).__name__}."
+            )
 
     def nbytes(self) -> int:
-        """Header + round + key id + count + (length + ciphertext) per chunk."""
-        return MESSAGE_HEADER_NBYTES + _PREFIX.size + _chunks_nbytes(self.chunks)
+        """Header + round + key id + count + (length + ciphertext) per chunk + signature."""
+        return (MESSAGE_HEADER_NBYTES + _PREFIX.size + _chunks_nbytes(self.chunks)
+                + SIGNATURE_NBYTES)
 
     def payload(self) -> bytes:
         """Return the serialized message body (what :meth:`nbytes` counts after the header)."""
-        return _PREFIX.pack(self.round, self.key_id) + _pack_chunks(self.chunks)
+        return _PREFIX.pack(self.round, self.key_id) + _pack_chunks(self.chunks) + self.signature
 
     @classmethod
     def from_payload(cls, sender: ClientId, data: bytes) -> EncryptedUpdate:
@@ -117,46 +130,68 @@ class EncryptedUpdate(Message):
         reader = _Reader(data, "EncryptedUpdate")
         round_index, key_id = reader.prefix()
         chunks = reader.chunks()
+        signature = reader.take(SIGNATURE_NBYTES)
         reader.done()
-        return cls(sender, round_index, key_id, chunks)
+        return cls(sender, round_index, key_id, chunks, signature)
 
 
 @dataclass(frozen=True, eq=False)
 class DecryptRequest(Message):
-    """Server → one key holder: the summed ciphertexts of ``contributors``, to release."""
+    """Server → one key holder: the contributors' signed uploads, whose sum it is asked to release.
+
+    The server forwards the uploads as it received them; the key holder verifies
+    every signature and computes the sum itself, so there is no server-made
+    ciphertext for it to decrypt.
+    """
 
     round: int
     key_id: bytes
-    contributors: tuple[ClientId, ...]
-    """The clients whose ciphertexts are in the sum (the survivors)."""
-    chunks: tuple[bytes, ...] = field(repr=False)
+    uploads: tuple[EncryptedUpdate, ...] = field(repr=False)
+    """One signed :class:`EncryptedUpdate` per contributor, in increasing sender id."""
 
     def __post_init__(self) -> None:
         check_key_id(self.key_id, "DecryptRequest.key_id")
-        object.__setattr__(self, "contributors", tuple(int(c) for c in self.contributors))
-        object.__setattr__(self, "chunks", _chunks(self.chunks, "DecryptRequest.chunks"))
+        if isinstance(self.uploads, (bytes, str)) or not hasattr(self.uploads, "__iter__"):
+            raise ProtocolError("DecryptRequest.uploads must be a sequence of EncryptedUpdate.")
+        uploads = tuple(self.uploads)
+        if not uploads or not all(isinstance(u, EncryptedUpdate) for u in uploads):
+            raise ProtocolError(
+                "DecryptRequest.uploads must hold at least one EncryptedUpdate (the signed "
+                "uploads of the contributors)."
+            )
+        object.__setattr__(self, "uploads", uploads)
+
+    @property
+    def contributors(self) -> tuple[ClientId, ...]:
+        """The senders of the forwarded uploads, in the request's order."""
+        return tuple(u.sender for u in self.uploads)
 
     def nbytes(self) -> int:
-        """Header + round + key id + count + ids + count + (length + ciphertext) per chunk."""
-        ids = _COUNT.size + _ID.size * len(self.contributors)
-        return MESSAGE_HEADER_NBYTES + _PREFIX.size + ids + _chunks_nbytes(self.chunks)
+        """Header + round + key id + count + per upload (id + length + its payload)."""
+        per_upload = sum(_ID.size + _LENGTH.size + u.nbytes() - MESSAGE_HEADER_NBYTES
+                         for u in self.uploads)
+        return MESSAGE_HEADER_NBYTES + _PREFIX.size + _COUNT.size + per_upload
 
     def payload(self) -> bytes:
         """Return the serialized message body."""
-        ids = _COUNT.pack(len(self.contributors)) + b"".join(
-            _ID.pack(c) for c in self.contributors
-        )
-        return _PREFIX.pack(self.round, self.key_id) + ids + _pack_chunks(self.chunks)
+        parts = [_PREFIX.pack(self.round, self.key_id), _COUNT.pack(len(self.uploads))]
+        for upload in self.uploads:
+            body = upload.payload()
+            parts += [_ID.pack(upload.sender), _LENGTH.pack(len(body)), body]
+        return b"".join(parts)
 
     @classmethod
     def from_payload(cls, sender: ClientId, data: bytes) -> DecryptRequest:
         """Parse :meth:`payload`; raise :class:`ProtocolError` for a malformed one."""
         reader = _Reader(data, "DecryptRequest")
         round_index, key_id = reader.prefix()
-        contributors = tuple(reader.integer(_ID) for _ in range(reader.integer(_COUNT)))
-        chunks = reader.chunks()
+        uploads = []
+        for _ in range(reader.integer(_COUNT)):
+            upload_sender = reader.integer(_ID)
+            body = reader.take(reader.integer(_LENGTH))
+            uploads.append(EncryptedUpdate.from_payload(upload_sender, body))
         reader.done()
-        return cls(sender, round_index, key_id, contributors, chunks)
+        return cls(sender, round_index, key_id, tuple(uploads))
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,4 +305,5 @@ def check_client_message(message: Message, received: Received) -> None:
                 )
 
 
-__all__ = ["DecryptRequest", "EncryptedUpdate", "ReleasedSum", "check_client_message"]
+__all__ = ["SIGNATURE_NBYTES", "DecryptRequest", "EncryptedUpdate", "ReleasedSum",
+           "check_client_message"]

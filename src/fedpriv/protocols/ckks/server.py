@@ -2,16 +2,21 @@
 
 Owns :class:`CKKSServer` and :class:`CKKSServerView`.  The server holds only the
 public context (:func:`~fedpriv.protocols.ckks.keys.load_public_context` refuses a
-private one).  Phase 0: it checks every :class:`EncryptedUpdate` (round, key id,
-ciphertext count) and adds the ciphertexts chunk by chunk; it then asks the
-lowest-id contributor to decrypt.  Phases 1–3: if the asked key holder released,
-it checks the :class:`ReleasedSum`; if it did not (it dropped), the server asks the
-next contributor, while phases remain.  ``finish`` divides the released weighted
+private one).  Phase 0: it checks every :class:`EncryptedUpdate` on its own
+(round, key id, ciphertext count, every ciphertext, and the signature when it
+knows the sender's verify key); a client whose upload fails drops out of the round
+(recorded in the view's ``rejected``), the others go on.  It then forwards the
+accepted signed uploads to the lowest-id contributor (or the configured
+``key_holder``), which recomputes and releases their sum.  Phases 1–3: if the
+asked key holder released, it checks the :class:`ReleasedSum`; if it did not
+(it dropped, or its release was refused), the server asks the next contributor,
+while phases remain.  ``finish`` divides the released weighted
 sum by the released weight sum.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,10 +38,13 @@ from fedpriv.protocols.ckks.client import NUM_PHASES, check_round_fits
 from fedpriv.protocols.ckks.keys import CKKSPublicContext, load_public_context
 from fedpriv.protocols.ckks.messages import DecryptRequest, EncryptedUpdate, ReleasedSum
 from fedpriv.protocols.ckks.params import CKKSParameters
-from fedpriv.protocols.ckks.stages import sum_ciphertexts
+from fedpriv.protocols.ckks.signing import upload_digest, upload_statement
+from fedpriv.protocols.ckks.stages import check_ciphertexts
 
 if TYPE_CHECKING:
     from fedpriv.protocols.ckks.protocol import CKKSProtocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +68,8 @@ class CKKSServerView(ServerView):
     flood_std: float | None = None
     release_bound: float | None = None
     """Bound on |released − exact| per entry (w.p. ≥ 1 − 2⁻⁴⁰)."""
+    rejected: tuple[tuple[ClientId, str], ...] = ()
+    """Clients whose message the server refused (they dropped out), with the reason."""
 
 
 class CKKSServer(ServerSession):
@@ -83,11 +93,18 @@ class CKKSServer(ServerSession):
         self.params = protocol.params
         self.min_clients = protocol.config.min_clients
         self.max_weight = protocol.config.max_weight
+        self.key_holder = protocol.config.key_holder
+        self.session_id = protocol.session_id
+        self._signers = protocol.signers
+        # Given explicit verify keys, the server refuses uploads of clients it has none for.
+        self._verifies = bool(protocol.signers.verify_keys()) and not (
+            protocol.signers.generate_missing)
         self.sizes = self.params.chunk_sizes(ctx.vector_size)
         self._phase = 0
         self._transcript: list[Message] = []
         self._contributors: tuple[ClientId, ...] = ()
-        self._sum: tuple[bytes, ...] = ()
+        self._uploads: tuple[EncryptedUpdate, ...] = ()
+        self._rejected: list[tuple[ClientId, str]] = []
         self._asked: list[ClientId] = []
         self._release: ReleasedSum | None = None
         self._result: tuple[np.ndarray, float, tuple[ClientId, ...]] | None = None
@@ -102,22 +119,32 @@ class CKKSServer(ServerSession):
                 f"run once each, in order 0..{NUM_PHASES - 1}."
             )
         self._phase += 1
-        for client_id, message in messages.items():
-            if client_id not in self.ctx.participants or message.sender != client_id:
+        for client_id in messages:
+            if client_id not in self.ctx.participants:
                 raise ProtocolError(
-                    f"{self.who} got a message from client {client_id} (sender "
-                    f"{message.sender}), not a participant ({list(self.ctx.participants)})."
+                    f"{self.who} got a message from client {client_id}, not a participant "
+                    f"({list(self.ctx.participants)}); the transport delivered it wrongly."
                 )
         if phase == 0:
             return self._collect_uploads(messages)
         return self._collect_release(phase, messages)
 
+    @property
+    def rejected(self) -> tuple[tuple[ClientId, str], ...]:
+        """Clients whose message was refused so far (they dropped out), with the reason."""
+        return tuple(self._rejected)
+
     # ------------------------------------------------------------ phase 0
+    def _reject(self, client_id: ClientId, err: ProtocolError) -> None:
+        """Record that ``client_id``'s message was refused: it drops out, the round goes on."""
+        logger.warning("%s: client %s dropped: %s", self.who, client_id, err)
+        self._rejected.append((client_id, str(err)))
+
     def _check_upload(self, client_id: ClientId, message: Message) -> EncryptedUpdate:
-        if not isinstance(message, EncryptedUpdate):
+        if not isinstance(message, EncryptedUpdate) or message.sender != client_id:
             raise ProtocolError(
                 f"{self.who} expected an EncryptedUpdate from client {client_id} in phase 0; got "
-                f"{type(message).__name__}."
+                f"{type(message).__name__} from sender {message.sender}."
             )
         if message.round != self.ctx.round:
             raise ProtocolError(
@@ -136,55 +163,72 @@ class CKKSServer(ServerSession):
                 f"of {self.ctx.vector_size} entries (+ the weight slot) needs {len(self.sizes)} "
                 f"of {self.params.slots} slots."
             )
+        check_ciphertexts(self._context, message.chunks, self.sizes, self.params,
+                          f"{self.who}: client {client_id}'s upload")
+        if self._signers.knows(client_id) or self._verifies:
+            statement = upload_statement(self.session_id, self.ctx.round, self.key_id, client_id,
+                                         self.ctx.vector_size, len(message.chunks),
+                                         upload_digest(message.chunks))
+            self._signers.verify(client_id, statement, message.signature, self.who)
         return message
 
     def _collect_uploads(self, messages: Mapping[ClientId, Message]) -> dict[ClientId, Message]:
-        uploads = [(c, self._check_upload(c, messages[c]).chunks) for c in sorted(messages)]
         self._transcript.extend(messages[c] for c in sorted(messages))
-        self._contributors = tuple(c for c, _ in uploads)
-        if not uploads:
+        accepted: list[EncryptedUpdate] = []
+        for client_id in sorted(messages):
+            try:
+                accepted.append(self._check_upload(client_id, messages[client_id]))
+            except ProtocolError as err:
+                self._reject(client_id, err)
+        self._uploads = tuple(accepted)
+        self._contributors = tuple(u.sender for u in accepted)
+        if not accepted:
             raise ProtocolError(
-                f"{self.who}: no client uploaded ciphertexts (all {len(self.ctx.participants)} "
-                "participants dropped out); nothing to aggregate."
+                f"{self.who}: no client's upload was accepted ({len(messages)} arrived, "
+                f"{len(self._rejected)} refused, out of {len(self.ctx.participants)} "
+                "participants); nothing to aggregate."
             )
-        if len(uploads) < self.min_clients:
+        if len(accepted) < self.min_clients:
             raise ProtocolError(
-                f"{self.who}: only {len(uploads)} client(s) uploaded ciphertexts, fewer than "
-                f"min_clients={self.min_clients}; the round is aborted (no key holder decrypts "
-                "so small a sum)."
+                f"{self.who}: only {len(accepted)} client(s) uploaded valid ciphertexts, fewer "
+                f"than min_clients={self.min_clients}; the round is aborted (no key holder "
+                "decrypts so small a sum)."
             )
-        self._sum = tuple(sum_ciphertexts(self._context, uploads, self.sizes, self.params,
-                                          self.who))
         return self._ask_next()
 
     def _ask_next(self) -> dict[ClientId, Message]:
-        remaining = [c for c in self._contributors if c not in self._asked]
+        candidates = self._contributors if self.key_holder is None else tuple(
+            c for c in self._contributors if c == self.key_holder)
+        remaining = [c for c in candidates if c not in self._asked]
         if not remaining or self._phase >= NUM_PHASES:
             return {}
         holder = remaining[0]
         self._asked.append(holder)
-        request = DecryptRequest(SERVER_ID, self.ctx.round, self.key_id, self._contributors,
-                                 self._sum)
-        return {holder: request}
+        return {holder: DecryptRequest(SERVER_ID, self.ctx.round, self.key_id, self._uploads)}
 
     # ------------------------------------------------------------ phases 1-3
     def _collect_release(self, phase: int, messages: Mapping[ClientId, Message]) -> dict[
         ClientId, Message
     ]:
         holder = self._asked[-1] if self._asked and self._release is None else None
+        self._transcript.extend(messages[c] for c in sorted(messages))
         for client_id in sorted(messages):
             message = messages[client_id]
-            if client_id != holder or not isinstance(message, ReleasedSum):
-                raise ProtocolError(
-                    f"{self.who}: unexpected {type(message).__name__} from client {client_id} in "
-                    f"phase {phase} (key holder asked: {holder})."
-                )
-            self._check_release(message)
-            self._transcript.append(message)
+            try:
+                if client_id != holder or not isinstance(message, ReleasedSum):
+                    raise ProtocolError(
+                        f"{self.who}: unexpected {type(message).__name__} from client {client_id}"
+                        f" in phase {phase} (key holder asked: {holder})."
+                    )
+                self._check_release(message)
+            except ProtocolError as err:
+                self._reject(client_id, err)
+                continue
             self._release = message
         if self._release is not None or holder is None:
             return {}
-        return self._ask_next()  # the asked key holder dropped: ask the next contributor
+        # The asked key holder dropped (or its release was refused): ask the next contributor.
+        return self._ask_next()
 
     def _check_release(self, message: ReleasedSum) -> None:
         count = len(self._contributors)
@@ -247,4 +291,5 @@ class CKKSServer(ServerSession):
             grid=self.params.grid(count),
             flood_std=self.params.flood_std(count),
             release_bound=self.params.release_bound(count),
+            rejected=tuple(self._rejected),
         )

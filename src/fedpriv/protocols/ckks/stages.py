@@ -2,10 +2,11 @@
 
 Owns the client's clip-weight-chunk step and its *streaming* encryption (one
 ciphertext alive at a time), the check that a serialized ciphertext belongs to
-the federation's parameters, the server's chunk-by-chunk homomorphic sum, the key
-holder's decryption, and the release: Gaussian noise flooding drawn from the OS
-CSPRNG, then rounding to a public power-of-two grid (Li & Micciancio 2021: a raw
-CKKS decryption ``m + e`` together with its ciphertext reveals the secret key).
+the federation's parameters, the chunk-by-chunk homomorphic sum that the key
+holder recomputes from the signed uploads and decrypts, and the release: Gaussian
+noise flooding drawn from the OS CSPRNG, then rounding to a public power-of-two
+grid (Li & Micciancio 2021: a raw CKKS decryption ``m + e`` together with its
+ciphertext reveals the secret key).
 Sessions (:mod:`~fedpriv.protocols.ckks.client`, :mod:`~fedpriv.protocols.ckks.server`)
 wrap these; nothing here keeps state.
 """
@@ -107,17 +108,36 @@ def load_ciphertext(
     return vector
 
 
-def sum_ciphertexts(
+def check_ciphertexts(
+    context: ts.Context, chunks: Sequence[bytes], sizes: Sequence[int],
+    params: CKKSParameters, what: str,
+) -> None:
+    """Raise :class:`ProtocolError` unless every chunk loads as a fresh ciphertext of ``params``.
+
+    The server runs it on each upload on its own, so that one client's malformed
+    ciphertext drops that client instead of aborting the sum of everyone.
+    """
+    if len(chunks) != len(sizes):
+        raise ProtocolError(
+            f"{what} has {len(chunks)} ciphertexts; the round's update needs {len(sizes)}."
+        )
+    for index, (data, size) in enumerate(zip(chunks, sizes, strict=True)):
+        vector = load_ciphertext(context, data, size, params, f"{what}: ciphertext {index}")
+        del vector
+
+
+def decrypt_sum(
     context: ts.Context,
     uploads: Sequence[tuple[ClientId, Sequence[bytes]]],
     sizes: Sequence[int],
     params: CKKSParameters,
     who: str,
-) -> Iterator[bytes]:
-    """Yield, chunk by chunk, the serialized homomorphic sum of every upload's ciphertext.
+) -> Iterator[np.ndarray]:
+    """Yield, chunk by chunk, the raw decryption of the sum of ``uploads``: never to be released.
 
-    Each ciphertext is checked (:func:`load_ciphertext`) before it is added; at
-    most two ciphertext objects are alive at a time.
+    The key holder's own homomorphic sum of the verified uploads (it never decrypts a
+    ciphertext it did not add itself); each ciphertext is checked as it is loaded, and
+    at most two ciphertext objects are alive at a time.
     """
     for index, size in enumerate(sizes):
         total: ts.CKKSVector | None = None
@@ -131,20 +151,8 @@ def sum_ciphertexts(
             del vector
         if total is None:
             raise ProtocolError(f"{who}: nothing to sum; this is a bug in the ckks protocol.")
-        data: bytes = total.serialize()
+        values = np.asarray(total.decrypt(), dtype=np.float64)
         del total
-        yield data
-
-
-def decrypt_chunks(
-    context: ts.Context, chunks: Sequence[bytes], sizes: Sequence[int],
-    params: CKKSParameters, who: str,
-) -> Iterator[np.ndarray]:
-    """Yield the raw CKKS decryption (float64) of each summed ciphertext: never to be released."""
-    for index, (data, size) in enumerate(zip(chunks, sizes, strict=True)):
-        vector = load_ciphertext(context, data, size, params, f"{who}: summed ciphertext {index}")
-        values = np.asarray(vector.decrypt(), dtype=np.float64)
-        del vector
         yield values
 
 
@@ -200,12 +208,12 @@ def flood_and_round(raw: np.ndarray, flood_std: float, grid_exponent: int) -> np
 
 
 __all__ = [
+    "check_ciphertexts",
     "check_decrypted",
     "clipped_chunks",
     "csprng_normal",
-    "decrypt_chunks",
+    "decrypt_sum",
     "encrypt_chunks",
     "flood_and_round",
     "load_ciphertext",
-    "sum_ciphertexts",
 ]
