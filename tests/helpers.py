@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedpriv.audits.progress import AuditProgress
+
+
+class Killed(BaseException):
+    """Stands in for the process dying after a round was checkpointed."""
+
+
+class KillAfter(AuditProgress):
+    """Progress that "kills" the audit once ``rounds`` rounds of a run are checkpointed."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+
+    def round_finished(self, run, record) -> None:  # type: ignore[no-untyped-def]
+        if record.round + 1 == self.rounds:
+            raise Killed
+
 
 def tiny_config_dict(**federation: object) -> dict[str, object]:
     fed = {"clients": 3, "rounds": 3, "local_steps": 2, "batch_size": 4, "lr": 5e-3}

@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 
 from fedpriv.audits.config import AuditConfig, from_mapping
-from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.runner import run_audit
 from fedpriv.dp.noise import gaussian, noise_seed
 from fedpriv.dp.secret import SECRET_FILE, read_secret, run_secret, write_secret
 from fedpriv.errors import CheckpointError
 from fedpriv.train.checkpoint import load_checkpoint
-from helpers import tiny_config_dict
+from helpers import KillAfter, Killed, tiny_config_dict
 
 MODES = {
     "sample": {"name": "sdp", "protocol": "plain", "dp": "sample",
@@ -186,19 +185,6 @@ def test_noise_keys_follow_the_secret_not_the_seed() -> None:
     assert noise_seed(None, 1) != noise_seed(None, 1)  # neither: fresh from the OS
     x = gaussian(noise_seed(0, 1, secret=a), 10_000, 1.0)
     assert abs(x.mean()) < 0.05 and abs(x.std() - 1) < 0.05
-
-
-class Killed(BaseException):
-    """Stands in for the process dying after a round was checkpointed."""
-
-
-class KillAfter(AuditProgress):
-    def __init__(self, rounds: int) -> None:
-        self.rounds = rounds
-
-    def round_finished(self, run, record) -> None:  # type: ignore[no-untyped-def]
-        if record.round + 1 == self.rounds:
-            raise Killed
 
 
 @pytest.mark.slow

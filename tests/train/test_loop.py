@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from fedpriv.audits.config import AuditConfig, apply_overrides
-from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.runner import run_audit
 from fedpriv.errors import CheckpointError
 from fedpriv.train.checkpoint import load_checkpoint
+from helpers import KillAfter, Killed
 
 
 def _final_vector(out: Path, run: str = "plain") -> np.ndarray:
@@ -29,19 +29,6 @@ def test_training_lowers_heldout_loss_and_is_deterministic(
     np.testing.assert_array_equal(_final_vector(tmp_path / "a"), _final_vector(tmp_path / "b"))
     assert rep1["runs"][0]["utility"] == rep2["runs"][0]["utility"]
     assert [h["round"] for h in rep1["runs"][0]["history"]] == [0, 1, 2, 3]
-
-
-class Killed(BaseException):
-    """Stands in for the process dying after a round was checkpointed."""
-
-
-class KillAfter(AuditProgress):
-    def __init__(self, rounds: int) -> None:
-        self.rounds = rounds
-
-    def round_finished(self, run, record) -> None:  # type: ignore[no-untyped-def]
-        if record.round + 1 == self.rounds:
-            raise Killed
 
 
 def test_resume_after_crash_matches_uninterrupted_run(

@@ -115,9 +115,8 @@ def test_adaptive_clip_survives_resume(tmp_path: Path):
     d["runs"] = [{"name": "udp", "dp": "user", "dp_params": {
         "noise_multiplier": 0.5, "clip": 1e-3, "adaptive_clip": True, "count_stddev": 0.5}}]
     cfg = from_mapping(AuditConfig, d)
-    from test_loop import KillAfter, Killed
-
     from fedpriv.dp.secret import SECRET_FILE, read_secret, write_secret
+    from helpers import KillAfter, Killed
 
     with pytest.raises(Killed):
         run_audit(cfg, tmp_path / "cut", progress=KillAfter(2))
