@@ -230,6 +230,12 @@ def test_report_hides_who_was_sampled_and_audits_the_replace_one_relation(tmp_pa
     assert all(h["participants"] is None and h["survivors"] is None for h in run["history"])
     assert [h["participants_count"] for h in run["history"]] and all(
         h["survivors_count"] <= h["participants_count"] for h in run["history"])
+    import json
+
+    # the update-level MIA names no client either (it would say who took part)
+    mia_update = json.dumps(run["leakage"].get("mia_update"))
+    assert "not named" in mia_update and not any(f"client {c}'s" in mia_update
+                                                 for c in range(4))
     audit = run["leakage"]["epsilon_audit"]
     assert audit["relation"] == "replace-one client"
     assert audit["reference_epsilon"] == privacy["replace_one_epsilon"] > privacy["epsilon"]

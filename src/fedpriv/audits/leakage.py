@@ -191,12 +191,14 @@ MAX_ATTACKED_CLIENTS = 2
 def measure_update_mia(
     model: PeftModel, tokenizer: PreTrainedTokenizerBase, dataset: FederatedDataset,
     view: ServerView, global_vector: np.ndarray, *, max_length: int, device: torch.device,
+    hide_client: bool = False,
 ) -> dict[str, Any] | None:
     """Membership of one client's records from its update in ``view``; ``None`` if hidden.
 
     The first surviving client with both members and non-members is attacked:
     its training records against its held-out ones, scored by the loss drop
-    from the round's global adapter to global + its update.
+    from the round's global adapter to global + its update.  ``hide_client``
+    leaves the client's id out of the observation (its participation is secret).
     """
     if view.individual_updates is None:
         return None
@@ -215,7 +217,10 @@ def measure_update_mia(
         scores = update_loss_change(model, global_vector, update,
                                     encode_texts(tokenizer, texts, max_length),
                                     pad_id=pad_id, device=device)
-        observation = f"client {client}'s update in round {view.round} ({view.protocol})"
+        observation = (  # under secret client sampling, the report must not say who took part
+            f"one sampled client's update in the last round ({view.protocol}; which client is "
+            "not named: client sampling is secret)" if hide_client else
+            f"client {client}'s update in round {view.round} ({view.protocol})")
         return mia_report([evaluate_mia("loss_change", observation, scores, labels)])
     return None
 

@@ -341,7 +341,8 @@ def _leakage(
     if training.views and training.view_globals:
         steps.append(("mia_update", lambda: measure_update_mia(
             model, tokenizer, dataset, training.views[-1], training.view_globals[-1],
-            max_length=config.model.max_length, device=device)))
+            max_length=config.model.max_length, device=device,
+            hide_client=plan is not None and plan.mode == "user" and plan.sample_rate < 1)))
     if config.attacks.inversion:
         steps.append(("inversion", lambda: measure_inversion(
             probe_trainer(config, run, model, tokenizer, dataset, plan, device), tokenizer,
