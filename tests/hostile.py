@@ -28,6 +28,7 @@ from fedpriv.protocols import (
 )
 from fedpriv.protocols import Message as ProtocolMessage
 from fedpriv.protocols.base import ClientId
+from fedpriv.protocols.ckks.ledger import ReleaseLedger
 from fedpriv.protocols.secagg import DerivedSecrets
 
 MASTER = b"fedpriv hostile-client tests...."
@@ -72,12 +73,22 @@ _PROTOCOLS: dict[str, AggregationProtocol] = {}
 
 
 def protocol_named(name: str) -> AggregationProtocol:
+    """Return the cached protocol ``name`` (ckks: with a fresh release ledger).
+
+    These tests replay one round number many times under one ckks key set, which a
+    real key holder's ledger refuses by design (``tests/protocols/test_ckks_active.py``
+    checks that); each call here starts the ledger afresh, so call it before each round.
+    """
     if name not in _PROTOCOLS:
         protocol = create(name)
         if name.startswith("secagg"):
             protocol.secret_source = DerivedSecrets(MASTER)  # type: ignore[attr-defined]
         _PROTOCOLS[name] = protocol
-    return _PROTOCOLS[name]
+    protocol = _PROTOCOLS[name]
+    if name == "ckks":
+        keys = protocol.keys  # type: ignore[attr-defined]
+        keys.ledger = ReleaseLedger(keys.key_id)
+    return protocol
 
 
 class HostileClient(ClientSession):
