@@ -15,6 +15,7 @@ from fedpriv.protocols.shamir import (
     PRIME,
     SHARE_BYTES,
     reconstruct_secret,
+    reconstruct_verified,
     split_secret,
 )
 
@@ -185,3 +186,51 @@ def test_reconstruct_rejects_malformed_shares() -> None:
         reconstruct_secret(shares, threshold=2, secret_len=0)
     with pytest.raises(ConfigError, match="threshold must be >= 1"):
         reconstruct_secret(shares, threshold=0)
+
+
+# ----------------------------------------------------------------- verified reconstruction
+
+
+def _flip(share: bytes) -> bytes:
+    return (int.from_bytes(share, "big") ^ 1).to_bytes(len(share), "big")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    threshold=st.integers(2, 6),
+    extra=st.integers(1, 5),
+    data=st.data(),
+)
+def test_verified_reconstruction_names_the_bad_shares(
+    secret: bytes, threshold: int, extra: int, data: st.DataObject
+) -> None:
+    """With e ≤ m − t bad shares among m, the secret comes back and exactly the bad are named."""
+    ids = list(range(threshold + extra))
+    shares = split_secret(secret, threshold=threshold, share_ids=ids)
+    bad = set(data.draw(st.lists(st.sampled_from(ids), max_size=extra, unique=True)))
+    for i in bad:
+        shares[i] = _flip(shares[i]) if data.draw(st.booleans()) else b"short"
+    found, named = reconstruct_verified(shares, threshold=threshold,
+                                        check=lambda s: s == secret)
+    assert found == secret
+    assert named == bad
+
+
+def test_verified_reconstruction_refuses_when_bad_shares_cannot_be_outvoted() -> None:
+    secret = bytes(range(32))
+    shares = split_secret(secret, threshold=3, share_ids=[0, 1, 2, 3])
+    shares[1] = _flip(shares[1])
+    shares[2] = _flip(shares[2])  # 2 bad of 4, t = 3: no good 3-subset exists
+    with pytest.raises(ProtocolError, match="no 3 of the 4 well-formed shares"):
+        reconstruct_verified(shares, threshold=3, check=lambda s: s == secret)
+    with pytest.raises(ProtocolError, match="need 3 well-formed shares, got 2"):
+        reconstruct_verified({0: shares[0], 1: b"x", 3: shares[3]}, threshold=3,
+                             check=lambda s: s == secret)
+    # The search is bounded: with max_subsets=1 only the t smallest ids are tried.
+    shares = split_secret(secret, threshold=3, share_ids=[0, 1, 2, 3])
+    shares[0] = _flip(shares[0])
+    with pytest.raises(ProtocolError, match=r"tried 1 subsets"):
+        reconstruct_verified(shares, threshold=3, check=lambda s: s == secret, max_subsets=1)
+    assert reconstruct_verified(shares, threshold=3, check=lambda s: s == secret) == (
+        secret, frozenset({0}))
