@@ -221,18 +221,23 @@ class PhaseTimer:
         return value
 
     def handle(self, phase: int, inbox: Any) -> Any:
+        """Run the client session's phase, timed."""
         return self._timed(phase, self.inner.handle, inbox)
 
     def collect(self, phase: int, messages: Any) -> Any:
+        """Run the server session's phase, timed."""
         return self._timed(phase, self.inner.collect, messages)
 
     def stats(self) -> Any:
+        """Return the client session's stats."""
         return self.inner.stats()
 
     def finish(self) -> Any:
+        """Return the server session's result."""
         return self.inner.finish()
 
     def view(self) -> Any:
+        """Return the server session's view."""
         return self.inner.view()
 
 
