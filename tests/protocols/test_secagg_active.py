@@ -373,3 +373,23 @@ def test_dropouts_in_the_consistency_round() -> None:
     # Two more (t = 6 of 8): too few sign, the round aborts before any share is revealed.
     with pytest.raises(ProtocolError, match=r"only 5 survivor\(s\) signed the survivor set"):
         run_round(signed_protocol(8), ctx, inputs, dropouts={5: 3, 6: 3, 7: 3})
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(5, 10), signed=st.booleans(), forward=st.sampled_from(["own", "all"]),
+       data=st.data())
+def test_split_view_never_yields_both_secrets_of_a_target(
+    n: int, signed: bool, forward: str, data: st.DataObject
+) -> None:
+    """Any target, any split of the other clients, either mode: never t shares of both secrets."""
+    proto = signed_protocol(n) if signed else SecAggProtocol(secret_source=DerivedSecrets(MASTER))
+    ctx = RoundContext(round=0, participants=range(n), vector_size=2)
+    target = data.draw(st.integers(0, n - 1))
+    others = data.draw(st.lists(st.sampled_from(range(n)), unique=True))
+    group_a = {target, *others}
+    seeds, keys, _ = split_view_attack(proto, ctx, target, group_a, forward=forward,
+                                       forge_acks=not signed)
+    t = proto.plan(ctx).threshold
+    assert len(seeds) < t or len(keys) < t
+    if signed and group_a != set(range(n)):  # a real split: one side at most unmasks
+        assert not (seeds and keys)
