@@ -74,7 +74,7 @@ class SecAggServerView(ServerView):
     bits: int
     """Word size of the masked vectors."""
     graph_seed: bytes | None
-    """The public SecAgg+ graph seed (``None`` for secagg)."""
+    """The SecAgg+ graph seed, the hash of the advertised keys (``None`` for secagg)."""
     neighbours: Mapping[ClientId, frozenset[ClientId]]
     """The public masking graph."""
     advertised: tuple[ClientId, ...]
