@@ -208,7 +208,8 @@ class SecAggClient(ClientSession):
         return self._keys
 
     # ------------------------------------------------------------ phase 1
-    def _check_directory(self, directory: KeyDirectory) -> None:
+    def _check_directory(self, directory: KeyDirectory) -> frozenset[ClientId]:
+        """Check the key directory; return this client's neighbours with keys in it."""
         for entry in directory.keys:
             if not isinstance(entry, AdvertiseKeys) or entry.round != self.ctx.round:
                 raise ProtocolError(
@@ -268,12 +269,12 @@ class SecAggClient(ClientSession):
                 f"advertised keys, fewer than the threshold t={self.plan.threshold}; aborting "
                 "the round."
             )
+        return neighbours
 
     def _share_keys(self, directory: KeyDirectory) -> ShareKeys:
-        self._check_directory(directory)
+        neighbours = self._check_directory(directory)
         if self._c_sk is None or self._s_sk is None:
             raise ProtocolError(f"{self.who} has no keys; phase 0 did not run.")
-        neighbours = self._protocol.neighbourhood(self.ctx, self.client_id, self._graph_seed)
         self._peers = {e.sender: e for e in directory.keys if e.sender in neighbours}
         holders = sorted([self.client_id, *self._peers])
         t = self.plan.threshold
