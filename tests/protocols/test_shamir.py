@@ -205,16 +205,44 @@ def _flip(share: bytes) -> bytes:
 def test_verified_reconstruction_names_the_bad_shares(
     secret: bytes, threshold: int, extra: int, data: st.DataObject
 ) -> None:
-    """With e ≤ m − t bad shares among m, the secret comes back and exactly the bad are named."""
+    """With e ≤ m − t bad shares the secret comes back; no good share is ever named bad.
+
+    Malformed shares are always named; altered ones exactly when unique decoding applies
+    (2·altered ≤ well-formed − t + 1).
+    """
     ids = list(range(threshold + extra))
     shares = split_secret(secret, threshold=threshold, share_ids=ids)
-    bad = set(data.draw(st.lists(st.sampled_from(ids), max_size=extra, unique=True)))
+    bad = data.draw(st.lists(st.sampled_from(ids), max_size=extra, unique=True))
+    short = {i for i in bad if data.draw(st.booleans())}
     for i in bad:
-        shares[i] = _flip(shares[i]) if data.draw(st.booleans()) else b"short"
+        shares[i] = b"short" if i in short else _flip(shares[i])
     found, named = reconstruct_verified(shares, threshold=threshold,
                                         check=lambda s: s == secret)
     assert found == secret
-    assert named == bad
+    assert short <= named <= set(bad)
+    altered = len(bad) - len(short)
+    if 2 * altered <= len(ids) - len(short) - threshold + 1:
+        assert named == set(bad)
+
+
+def test_cancelling_errors_never_frame_an_honest_holder() -> None:
+    """±1 on three shares whose Lagrange weights at 0 sum to zero: right secret, no blame.
+
+    Ids 1, 4, 5, 6 (x = 2, 5, 6, 7) have weights 3.5, −14, 17.5, −6 at 0: +1 on x = 2,
+    +1 on x = 6 and +1 on x = 5 ... chosen so 3.5·δ₂ − 14·δ₅ + 17.5·δ₆ = 0.
+    """
+    secret = bytes(range(32))
+    shares = split_secret(secret, threshold=4, share_ids=list(range(7)))
+
+    def shift(share: bytes, delta: int) -> bytes:
+        return ((int.from_bytes(share, "big") + delta) % PRIME).to_bytes(SHARE_BYTES, "big")
+
+    shares[1], shares[4], shares[5] = shift(shares[1], 1), shift(shares[4], -1), shift(
+        shares[5], -1)  # 3.5 + 14 − 17.5 = 0
+    found, named = reconstruct_verified({i: shares[i] for i in (1, 4, 5, 6, 0, 2, 3)},
+                                        threshold=4, check=lambda s: s == secret)
+    assert found == secret
+    assert not named & {0, 2, 3, 6}  # the honest holders are never blamed
 
 
 def test_verified_reconstruction_refuses_when_bad_shares_cannot_be_outvoted() -> None:

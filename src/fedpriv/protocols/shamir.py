@@ -246,17 +246,22 @@ def reconstruct_verified(
     secret_len: int = 32,
     max_subsets: int = MAX_SUBSETS,
 ) -> tuple[bytes, frozenset[int]]:
-    """Return ``(secret, bad ids)``: the secret passing ``check``, the shares off its polynomial.
+    """Return ``(secret, bad ids)``: the secret passing ``check``, and shares shown to be bad.
 
     ``check`` recognises the one right secret (it compares a commitment or a public
-    key: binding, so no other secret passes).  Shares that are malformed are bad
-    outright; of the others, ``threshold``-subsets are tried — the ``t`` smallest ids
-    first (one pass when no share is bad), then ``e = 1, 2, …`` left out of the
-    ``t + e`` smallest, at most ``max_subsets`` subsets — until one gives a secret
-    that passes ``check``.  Every share not on that subset's polynomial is named
-    bad, so the caller can drop its holder.  With ``m`` well-formed shares of which
-    ``e ≤ m − t`` are bad, the search succeeds once ``Σ_{i≤e} C(t + i, i)`` fits
-    ``max_subsets``.
+    key: binding, so no other secret passes).  Malformed shares are bad outright.
+    Of the ``m`` well-formed ones, ``threshold``-subsets are tried — the ``t`` smallest
+    ids first (one pass when no share is bad), then ``e = 1, 2, …`` left out of the
+    ``t + e`` smallest, at most ``max_subsets`` subsets — for one whose secret passes
+    ``check``.  The secret is then right, but the subset's polynomial may not be the
+    dealer's: errors can cancel at 0 (e.g. ±1 on three shares whose Lagrange weights
+    at 0 sum to zero), so blaming the shares off it could name honest holders.  So
+    shares are named bad only from a polynomial that agrees with more than
+    ``(m + t − 2) / 2`` shares: two polynomials of degree ``t − 1`` through the checked
+    point ``(0, secret)`` that both agree that often share ``t − 1`` more points, so
+    they are one, and with ``e`` bad shares and ``2e ≤ m − t + 1`` it is the dealer's
+    (Reed–Solomon unique decoding, with the check as one more known-good point).
+    Beyond that radius the secret is returned and only the malformed shares are named.
 
     Raises :class:`ProtocolError` when fewer than ``threshold`` well-formed shares
     remain or no subset passes ``check`` (too many bad shares to tell).
@@ -283,7 +288,8 @@ def reconstruct_verified(
         )
     xs_all = sorted(points)
 
-    def attempt(subset: Sequence[int]) -> tuple[bytes, frozenset[int]] | None:
+    def attempt(subset: Sequence[int]) -> tuple[bytes, set[int]] | None:
+        """Return the subset's secret and the shares off its polynomial, if it passes."""
         xs, weighted = _interpolate([(x, points[x]) for x in subset])
         value = _evaluate(xs, weighted, 0)
         if value >= 1 << (8 * secret_len):
@@ -293,20 +299,28 @@ def reconstruct_verified(
             return None
         chosen = set(subset)
         off = {x - 1 for x in xs_all if x not in chosen and _evaluate(xs, weighted, x) != points[x]}
-        return secret, frozenset(bad | off)
+        return secret, off
 
+    m = len(xs_all)
+    found_secret: bytes | None = None
     tried = 0
     # Leave e shares out of the window of the t + e smallest ids, fewest first: when
     # at most e shares are bad, some choice leaves t good ones (and e = 0 is one pass).
-    for leave_out in range(len(xs_all) - threshold + 1):
+    for leave_out in range(m - threshold + 1):
         window = xs_all[: threshold + leave_out]
         for excluded in itertools.combinations(window, leave_out):
             if tried >= max_subsets:
                 break
             tried += 1
             found = attempt([x for x in window if x not in excluded])
-            if found is not None:
-                return found
+            if found is None:
+                continue
+            secret, off = found
+            if 2 * (m - len(off)) > m + threshold - 2:  # unique decoding: blame is sound
+                return secret, frozenset(bad | off)
+            found_secret = found_secret or secret
+    if found_secret is not None:
+        return found_secret, frozenset(bad)
     raise ProtocolError(
         f"cannot reconstruct the secret: no {threshold} of the {len(xs_all)} well-formed shares "
         f"(tried {tried} subsets) give a secret that passes its check (commitment or public "
