@@ -37,11 +37,11 @@ class SecAggConfig:
     signatures (active-server mode), which also refuses a configured fraction ≤ ⅔."""
     min_threshold: int = 2
     """Lower bound on ``t``, ≥ 2 (t − 1 colluding clients learn nothing)."""
-    min_participants: int = 3
+    min_participants: int = 2
     """Fewest clients a client accepts in a round: in the round, among the advertised keys,
-    and among the announced survivors (the effective minimum is ``max(this, t)``).  ≥ 2;
-    the default 3 keeps a lone other client from reading a survivor's update off a sum
-    of two."""
+    and among the announced survivors (the effective minimum is ``max(this, t)``).  ≥ 2.
+    Raise it where a sum over few clients is too revealing: in a sum of two, each of the
+    two reads the other's update off the aggregate."""
     max_weight: float = 1.0
     """Public upper bound on a client's FedAvg weight; weights are divided by it into (0, 1]."""
 
