@@ -67,6 +67,16 @@ side mean anything) and on the same vectors and dropout pattern:
   PRG; fedpriv's masks are AES-256-CTR.  Both aggregates are checked against the
   float64 mean of the survivors (``max_abs_err``, ``flower_max_abs_err``).
 
+The ConsistencyCheck round (phase 3: a client checks the announced survivor set
+and signs it; the server forwards each neighbourhood's signatures) is timed on its
+own: ``consistency_client_s`` (mean over the survivors of their phase-3 call) and
+``consistency_server_s`` (the server's phase-3 collect), by wrapping the sessions
+(``PhaseTimer``); ``consistency_bytes_up_per_client`` is its upload.  With
+``--signed``, a ``secagg+signed`` row runs the active-server mode as well (Ed25519
+signing and verify keys, session id: signed advertisements and consistency checks,
+t > ⅔ of a neighbourhood), without dropouts: that threshold tolerates only m − t of
+them per neighbourhood of m = k + 1, which 10 % random dropouts exceed.
+
 Targets at n=100, L=10⁶ (secagg+): client ≤ 3× PRG bound, server ≤ 3× plain sum,
 both faster than Flower's, upload ≤ 1.05× float32 (ratios of medians).  Results
 go to ``benchmarks/results/secagg.json`` (a row per protocol and setting, the
@@ -194,6 +204,54 @@ def fedpriv_available(name: str) -> str | None:
     return None
 
 
+CONSISTENCY_PHASE = 3
+"""fedpriv's SecAgg(+) phase 3: the ConsistencyCheck round."""
+
+
+class PhaseTimer:
+    """Wraps a client or server session and adds up the seconds of each phase's call."""
+
+    def __init__(self, inner: Any, seconds: dict[int, float]) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.num_phases = getattr(inner, "num_phases", None)
+
+    def _timed(self, phase: int, call: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        value = call(phase, *args)
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+        return value
+
+    def handle(self, phase: int, inbox: Any) -> Any:
+        """Run the client session's phase, timed."""
+        return self._timed(phase, self.inner.handle, inbox)
+
+    def collect(self, phase: int, messages: Any) -> Any:
+        """Run the server session's phase, timed."""
+        return self._timed(phase, self.inner.collect, messages)
+
+    def stats(self) -> Any:
+        """Return the client session's stats."""
+        return self.inner.stats()
+
+    def finish(self) -> Any:
+        """Return the server session's result."""
+        return self.inner.finish()
+
+    def view(self) -> Any:
+        """Return the server session's view."""
+        return self.inner.view()
+
+
+def signed_protocol(n: int) -> Any:
+    """Return ``secagg+`` in active-server mode: Ed25519 keys for ``n`` clients, a session id."""
+    from fedpriv.protocols import SecAggPlusProtocol, crypto
+
+    pairs = {c: crypto.generate_ed25519() for c in range(n)}
+    return SecAggPlusProtocol(signing_keys={c: p[0] for c, p in pairs.items()},
+                              verify_keys={c: p[1] for c, p in pairs.items()},
+                              session_id=b"benchmark-run")
+
+
 class FedprivRunner:
     """One fedpriv protocol on one setting's inputs (inputs built once, outside the timing)."""
 
@@ -202,7 +260,14 @@ class FedprivRunner:
 
         self.name = name
         n = len(vectors)
-        self.protocol = create(name)  # defaults: clip 1.0, resolution 2^-20, threshold 0.5
+        # Defaults: clip 1.0, resolution 2^-20, t the least integer above 1/2 (2/3 signed)
+        # of a neighbourhood.
+        self.protocol = signed_protocol(n) if name == "secagg+signed" else create(name)
+        if name == "secagg+signed":
+            # t > 2/3 of a neighbourhood tolerates only m − t dropouts in each (4 of 15 at
+            # n = 100), which 10 % random dropouts exceed: the signed rows drop no one.
+            dropped = []
+        self.round_index = 0
         self.ctx = RoundContext(round=0, participants=range(n), vector_size=vectors[0].shape[0])
         self.inputs = {c: ClientInput(v, weight=1.0) for c, v in enumerate(vectors)}
         self.dropouts = dict.fromkeys(dropped, MASKED_INPUT_PHASE)
@@ -216,9 +281,25 @@ class FedprivRunner:
 
     def run(self) -> dict[str, float]:
         """Run one round; return its costs (seconds, bytes) and the aggregate's error."""
+        import dataclasses
+
         from fedpriv.protocols import run_round
 
-        result = run_round(self.protocol, self.ctx, self.inputs, dropouts=self.dropouts)
+        # Signing clients refuse a round they already started: number the repeats.
+        ctx = dataclasses.replace(self.ctx, round=self.round_index)
+        self.round_index += 1
+        client_phases: dict[int, dict[int, float]] = {}
+        server_phases: dict[int, float] = {}
+        protocol = self.protocol
+        make_client, make_server = type(protocol).client, type(protocol).server
+        protocol.client = lambda c, x, d: PhaseTimer(  # type: ignore[method-assign]
+            make_client(protocol, c, x, d), client_phases.setdefault(c, {}))
+        protocol.server = lambda x: PhaseTimer(  # type: ignore[method-assign]
+            make_server(protocol, x), server_phases)
+        try:
+            result = run_round(protocol, ctx, self.inputs, dropouts=self.dropouts)
+        finally:
+            del protocol.client, protocol.server
         cost = result.cost
         if tuple(result.survivors) != tuple(self.survivors):
             raise RuntimeError(f"{self.name}: survivors {result.survivors} != {self.survivors}")
@@ -230,6 +311,12 @@ class FedprivRunner:
             "bytes_up_per_client": statistics.fmean(cost.bytes_up[c] for c in self.survivors),
             "bytes_down_per_client": statistics.fmean(
                 cost.bytes_down[c] for c in self.survivors),
+            "consistency_client_s": statistics.fmean(
+                client_phases[c].get(CONSISTENCY_PHASE, 0.0) for c in self.survivors),
+            "consistency_server_s": server_phases.get(CONSISTENCY_PHASE, 0.0),
+            "consistency_bytes_up_per_client": statistics.fmean(
+                m.nbytes() for m in result.view.transcript
+                if type(m).__name__ == "ConsistencySignature"),
             "max_abs_err": float(np.max(np.abs(np.asarray(result.aggregate, np.float64)
                                                - self.expected))),
         }
@@ -246,7 +333,8 @@ def server_mask_count(view: Any) -> int:
     return len(survivors) + pairwise
 
 
-# Phase 2 of fedpriv's SecAgg(+) is MaskedInput (0 advertise keys, 1 share keys, 3 unmask):
+# Phase 2 of fedpriv's SecAgg(+) is MaskedInput (0 advertise keys, 1 share keys, 3
+# consistency check, 4 unmask):
 # a client that vanishes at its start has shared its keys but sends no masked input.
 MASKED_INPUT_PHASE = 2
 
@@ -482,7 +570,8 @@ def flower_unmask(masked_vector: list[np.ndarray], unmask_replies: Mapping[int, 
 # ---------------------------------------------------------------------------
 
 FEDPRIV_KEYS = ("client_s", "client_s_max", "server_s", "server_masks", "server_prg_bound_s",
-                "bytes_up_per_client", "bytes_down_per_client", "max_abs_err")
+                "bytes_up_per_client", "bytes_down_per_client", "consistency_client_s",
+                "consistency_server_s", "consistency_bytes_up_per_client", "max_abs_err")
 FLOWER_KEYS = ("flower_client_s", "flower_server_s", "flower_server_unmask_s",
                "flower_bytes_up_per_client", "flower_max_abs_err")
 
@@ -532,8 +621,8 @@ def measure_setting(setting: Setting, protocols: list[str], flower: bool, seed: 
             "clients": n,
             "length": length,
             "repeats": setting.repeats,
-            "dropped": len(dropped),
-            "dropout_phase": runner.dropouts[dropped[0]] if dropped else None,
+            "dropped": len(runner.dropouts),
+            "dropout_phase": next(iter(runner.dropouts.values()), None),
             "neighbours": runner.neighbours,
             "threshold": runner.threshold,
             "bits": runner.bits,
@@ -668,6 +757,8 @@ def main() -> None:
     parser.add_argument("--secagg-max-clients", type=int, default=50,
                         help="also run plain SecAgg (complete graph) up to this many clients")
     parser.add_argument("--no-flower", action="store_true", help="skip Flower's SecAgg+")
+    parser.add_argument("--signed", action="store_true",
+                        help="also run secagg+ in active-server mode (secagg+signed rows)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     parser.add_argument("--out", type=Path, default=None,
@@ -683,6 +774,7 @@ def main() -> None:
     if flwr_version is None and not args.no_flower:
         print("flwr is not installed (pip install 'fedpriv[flower]'): Flower columns skipped")
     missing = {name: fedpriv_available(name) for name in ("secagg+", "secagg")}
+    missing["secagg+signed"] = missing["secagg+"]
     for name, reason in missing.items():
         if reason is not None:
             print(f"fedpriv protocol {name!r} is not available, its columns are not measured: "
@@ -694,7 +786,8 @@ def main() -> None:
         for n in args.clients:
             big = n * length >= 10_000_000
             setting = Setting(n, length, args.big_repeats if big else args.repeats)
-            protocols = ["secagg+"] + (["secagg"] if n <= args.secagg_max_clients else [])
+            protocols = ["secagg+"] + (["secagg"] if n <= args.secagg_max_clients else []) + (
+                ["secagg+signed"] if args.signed else [])
             measured = [p for p in protocols if missing[p] is None]
             unmeasured = [p for p in protocols if missing[p] is not None]
             t0 = time.perf_counter()

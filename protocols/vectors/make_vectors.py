@@ -36,11 +36,13 @@ from fedpriv.protocols.secagg import (
     SecAggProtocol,
     SecAggServerView,
     advertise_payload,
+    consistency_payload,
     encode_weight,
     pack_shares,
+    round_binding,
     self_mask_commitment,
 )
-from fedpriv.protocols.secagg_graph import harary_graph, ring_order
+from fedpriv.protocols.secagg_graph import derive_graph_seed, harary_graph, ring_order
 from fedpriv.protocols.shamir import split_secret
 
 HERE = Path(__file__).resolve().parent
@@ -112,8 +114,13 @@ def primitives() -> dict[str, Any]:
     c_pk, s_pk = source.x25519(4, 2, "c")[1], source.x25519(4, 2, "s")[1]
     seed = source.self_mask_seed(4, 2)
     formats = {
-        "advertise_payload": {"round": 2, "client": 4, "c_pk": c_pk.hex(), "s_pk": s_pk.hex(),
-                              "payload": advertise_payload(2, 4, c_pk, s_pk).hex()},
+        "advertise_payload": {"session_id": b"run-7".hex(), "round": 2, "client": 4,
+                              "c_pk": c_pk.hex(), "s_pk": s_pk.hex(),
+                              "payload": advertise_payload(b"run-7", 2, 4, c_pk, s_pk).hex()},
+        "consistency_payload": {"session_id": b"run-7".hex(), "round": 2, "client": 4,
+                                "survivors": [1, 4, 9, 30],
+                                "payload": consistency_payload(b"run-7", 2, 4,
+                                                               (9, 1, 30, 4)).hex()},
         "self_mask_commitment": {"round": 2, "client": 4, "seed": seed.hex(),
                                  "commitment": self_mask_commitment(2, 4, seed).hex()},
         "pack_shares": {"sender": 0, "receiver": 1, "mask_key_share": bytes(range(66)).hex(),
@@ -137,12 +144,26 @@ def graphs() -> dict[str, Any]:
             "ring_order": list(ring_order(ids, seed)),
             "neighbours": {str(c): sorted(graph[c]) for c in ids},
         })
+    source = DerivedSecrets(MASTER)
+    advertised = [(c, source.x25519(c, 5, "c")[1], source.x25519(c, 5, "s")[1])
+                  for c in (3, 8, 21)]
+    seeds = [{
+        "session_id": session.hex(), "round": 5,
+        "advertised": [{"client": c, "c_pk": cp.hex(), "s_pk": sp.hex()}
+                       for c, cp, sp in advertised],
+        "seed": derive_graph_seed(round_binding(session, 5), advertised).hex(),
+    } for session in (b"", b"run-7")]
     return {
         "description": "rank of client c = SHA-256(b'fedpriv/secagg+/graph/v1' || seed || "
                        "c as 8-byte big-endian signed); each client is joined to the degree/2 "
                        "clients before and after it on that ring (complete graph when "
                        "degree = n - 1).",
         "cases": cases,
+        "seed_description": "seed = SHA-256(b'fedpriv/secagg+/graph-seed/v1' || len(session_id) "
+                            "(1 byte) || session_id || round (8-byte big-endian signed) || for "
+                            "each advertised client in increasing id: id (8-byte big-endian "
+                            "signed) || c_pk || s_pk)",
+        "seeds": seeds,
     }
 
 
@@ -228,7 +249,9 @@ def rounds() -> dict[str, Any]:
     return {
         "description": "complete rounds with secrets from DerivedSecrets(master): keys, seeds, "
                        "encodings, pairwise mask seeds and masked inputs are deterministic; "
-                       "shares and ciphertexts are not recorded (they use fresh randomness).",
+                       "shares and ciphertexts are not recorded (they use fresh randomness). "
+                       "Five phases since the ConsistencyCheck round (regenerated then: "
+                       "message_types, bytes and the secagg+ graph seed changed).",
         "rounds": [round_vector(secagg, 4, 5, {12: 2}),
                    round_vector(plus, 9, 3, {11: 2, 15: 3})],
     }

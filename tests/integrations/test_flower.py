@@ -63,6 +63,8 @@ from fedpriv.protocols.ckks.messages import (
 from fedpriv.protocols.plain import PlainUpdate
 from fedpriv.protocols.secagg import (
     AdvertiseKeys,
+    ConsistencyProof,
+    ConsistencySignature,
     DerivedSecrets,
     KeyDirectory,
     MaskedInput,
@@ -108,6 +110,10 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
             lambda v: np.array(v, dtype=np.uint64))),
     SurvivorList: st.builds(SurvivorList, st.just(SERVER_ID), rounds,
                             st.lists(ids, max_size=6).map(tuple)),
+    ConsistencySignature: st.builds(ConsistencySignature, ids, rounds,
+                                    st.none() | st.binary(min_size=64, max_size=64)),
+    ConsistencyProof: st.builds(ConsistencyProof, st.just(SERVER_ID), rounds, st.lists(
+        st.tuples(ids, st.none() | st.binary(min_size=64, max_size=64)), max_size=4).map(tuple)),
     UnmaskShares: st.builds(UnmaskShares, ids, rounds, st.dictionaries(ids, blobs, max_size=3),
                             st.dictionaries(ids, blobs, max_size=3)),
     EncryptedUpdate: encrypted_update,

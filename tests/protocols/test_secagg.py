@@ -35,6 +35,7 @@ from fedpriv.protocols.base import (
 from fedpriv.protocols.encoding import EncodeStats, encode, quantization_bound
 from fedpriv.protocols.secagg import (
     AdvertiseKeys,
+    ConsistencyProof,
     DerivedSecrets,
     KeyDirectory,
     MaskedInput,
@@ -90,6 +91,19 @@ def check_aggregate(
 
 def alive_through(ctx: RoundContext, dropouts: Mapping[int, int], phase: int) -> tuple[int, ...]:
     return tuple(c for c in ctx.participants if dropouts.get(c, 99) > phase)
+
+
+def derived_graph(
+    proto: SecAggFamily, ctx: RoundContext, advertisers: tuple[int, ...] | None = None
+) -> dict[int, frozenset[int]]:
+    """Return the masking graph of a round with DerivedSecrets when ``advertisers`` advertise."""
+    source = proto.secret_source
+    keys = [
+        AdvertiseKeys(c, ctx.round, source.x25519(c, ctx.round, "c")[1],
+                      source.x25519(c, ctx.round, "s")[1])
+        for c in (ctx.participants if advertisers is None else advertisers)
+    ]
+    return proto.graph(ctx, proto.graph_seed(ctx, keys))
 
 
 # ----------------------------------------------------------------- faulty parties, for injection
@@ -152,7 +166,7 @@ def rounds(draw: st.DrawFn) -> tuple[SecAggFamily, RoundContext, Inputs, dict[in
     plus = draw(st.booleans())
     n = draw(st.integers(3, 8))
     size = draw(st.integers(1, 6))
-    threshold = draw(st.sampled_from([0.3, 0.5, 0.75]))
+    threshold = draw(st.sampled_from([None, 0.6, 0.75]))
     if plus:
         degree = draw(st.sampled_from([None, 2, 4]))
         proto: SecAggFamily = SecAggPlusProtocol(
@@ -163,7 +177,7 @@ def rounds(draw: st.DrawFn) -> tuple[SecAggFamily, RoundContext, Inputs, dict[in
     ids = tuple(draw(st.lists(st.integers(0, 500), min_size=n, max_size=n, unique=True)))
     ctx = RoundContext(round=draw(st.integers(0, 50)), participants=ids, vector_size=size)
     inputs = make_inputs(n, size, draw(st.integers(0, 2**16)), ids)
-    dropouts = draw(st.dictionaries(st.sampled_from(ids), st.integers(0, 3), max_size=n))
+    dropouts = draw(st.dictionaries(st.sampled_from(ids), st.integers(0, 4), max_size=n))
     return proto, ctx, inputs, dropouts
 
 
@@ -175,17 +189,21 @@ def test_aggregate_matches_weighted_mean_or_round_aborts(
     proto, ctx, inputs, dropouts = case
     plan = proto.plan(ctx)
     t, k = plan.threshold, plan.degree
-    complete_survivors = alive_through(ctx, dropouts, 3)  # alive to the end
+    complete_survivors = alive_through(ctx, dropouts, 4)  # alive to the end
+    masked_senders = alive_through(ctx, dropouts, 2)
     try:
         result = run_round(proto, ctx, inputs, dropouts=dropouts)
     except ProtocolError as err:
-        # Never an error while every neighbourhood keeps t clients to the end…
-        assert len(dropouts) > k + 1 - t, err
-        # …and secagg aborts exactly when fewer than t clients stay to the end.
+        # Never an error while every neighbourhood keeps t clients to the end (the
+        # k-connected graph then stays connected) and min_participants send inputs…
+        assert (
+            len(dropouts) > k + 1 - t or len(masked_senders) < plan.min_participants
+        ), err
+        # …and secagg aborts exactly when fewer than t clients stay to the end, or fewer
+        # than min_participants send their masked input.
         if isinstance(proto, SecAggProtocol):
-            assert len(complete_survivors) < t
+            assert len(complete_survivors) < t or len(masked_senders) < plan.min_participants
         return
-    masked_senders = alive_through(ctx, dropouts, 2)
     if isinstance(proto, SecAggProtocol) or len(dropouts) <= k + 1 - t:
         assert result.survivors == masked_senders
     assert set(result.survivors) <= set(masked_senders)
@@ -210,13 +228,14 @@ def assert_never_both(view: SecAggServerView) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
-@pytest.mark.parametrize("phase", [0, 1, 2, 3])
+@pytest.mark.parametrize("phase", [0, 1, 2, 3, 4])
 def test_every_dropout_phase_at_threshold(protocol: str, phase: int) -> None:
-    """N = 8, t = 4 (secagg+ with k = 6): n − t = 4 clients drop in the same phase."""
+    """N = 8: t = 5 (secagg), t = 4 (secagg+, k = 6); k + 1 − t clients drop in the same phase."""
     proto = faulty(SecAggProtocol if protocol == "secagg" else SecAggPlusProtocol)
     ctx = RoundContext(round=7, participants=range(8), vector_size=5)
     inputs = make_inputs(8, 5, seed=phase)
     plan = proto.plan(ctx)
+    assert plan.threshold == (5 if protocol == "secagg" else 4)
     dropped = dict.fromkeys(range(plan.degree + 1 - plan.threshold), phase)
     result = run_round(proto, ctx, inputs, dropouts=dropped)
     assert result.survivors == (alive_through(ctx, dropped, 2) if phase < 3 else ctx.participants)
@@ -235,9 +254,11 @@ def test_secagg_below_threshold_aborts(n: int, seed: int, data: st.DataObject) -
     ctx = RoundContext(round=0, participants=range(n), vector_size=3)
     t = proto.plan(ctx).threshold
     count = data.draw(st.integers(n - t + 1, n))
-    phases = data.draw(st.lists(st.integers(0, 3), min_size=count, max_size=count))
+    phases = data.draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))
     dropouts = dict(zip(range(count), phases, strict=True))
-    with pytest.raises(ProtocolError, match=f"fewer than (the threshold )?t={t}"):
+    minimum = proto.plan(ctx).min_participants
+    with pytest.raises(ProtocolError, match=f"fewer than (the threshold )?t={t}|fewer than "
+                       f"the {minimum} every client accepts"):
         run_round(proto, ctx, make_inputs(n, 3, seed), dropouts=dropouts)
 
 
@@ -290,8 +311,9 @@ def test_view_cost_and_reconstructed_secrets() -> None:
         assert "self_mask_shares" not in repr(message) and "ciphertexts=" not in repr(message)
     kinds = [type(m).__name__ for m in view.transcript]
     assert kinds == ["AdvertiseKeys"] * 4 + ["ShareKeys"] * 4 + ["MaskedInput"] * 3 + [
-        "UnmaskShares"
-    ] * 3
+        "ConsistencySignature"
+    ] * 3 + ["UnmaskShares"] * 3
+    assert view.signed_by == view.unmasked_by == (3, 5, 9)
     # Cost: every byte a client sent is the nbytes of its messages; the masked vector is
     # 4 bytes per word (25-bit words in uint32) plus the weight word, header and round.
     for client in ctx.participants:
@@ -335,10 +357,13 @@ def test_weights_are_scaled_by_max_weight() -> None:
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"threshold": 0.0}, r"threshold is the fraction .* in \(0, 1\]"),
+        ({"threshold": 0.0}, r"threshold is the fraction .* in \(0\.5, 1\]"),
+        ({"threshold": 0.5}, r"At 1/2 or below, a server announcing different survivors"),
         ({"threshold": 1.5}, r"threshold is the fraction"),
         ({"threshold": 3}, r"threshold is the fraction"),
         ({"min_threshold": 1}, "min_threshold must be an integer >= 2"),
+        ({"min_participants": 1}, "min_participants must be an integer >= 2"),
+        ({"min_participants": 2.5}, "min_participants must be an integer >= 2"),
         ({"max_weight": 0.0}, "max_weight must be finite and > 0"),
         ({"clip": -1.0}, "clip must be finite and > 0"),
         ({"clip_mode": "linf"}, "clip_mode must be one of"),
@@ -358,7 +383,7 @@ def test_secagg_plus_config_and_registry() -> None:
     with pytest.raises(ConfigError, match="takes a SecAggConfig; got SecAggPlusConfig"):
         SecAggProtocol(SecAggPlusConfig())
     proto = create("secagg+", degree=4, threshold=0.6)
-    assert isinstance(proto, SecAggPlusProtocol) and proto.num_phases == 4
+    assert isinstance(proto, SecAggPlusProtocol) and proto.num_phases == 5
     assert describe("secagg+").parameters[-1] == "degree"
     assert not describe("secagg").reveals_individual_updates
     plan = proto.plan(RoundContext(round=0, participants=range(20), vector_size=1))
@@ -382,7 +407,7 @@ def test_sessions_refuse_phases_out_of_order() -> None:
     server = proto.server(ctx)
     with pytest.raises(ProtocolError, match=r"collect\(phase=2\) but expects phase 0"):
         server.collect(2, {})
-    with pytest.raises(ProtocolError, match="finish\\(\\) after 0 of 4 phases"):
+    with pytest.raises(ProtocolError, match="finish\\(\\) after 0 of 5 phases"):
         server.finish()
 
 
@@ -508,7 +533,8 @@ def test_copied_public_keys_are_rejected_by_server_and_clients() -> None:
 def test_shares_addressed_outside_the_graph_are_rejected_by_the_server() -> None:
     config = SecAggPlusConfig(degree=4)
     ctx = RoundContext(round=0, participants=range(12), vector_size=3)
-    graph = SecAggPlusProtocol(config).graph(ctx, DerivedSecrets(MASTER).graph_seed(0))
+    plus = SecAggPlusProtocol(config, secret_source=DerivedSecrets(MASTER))
+    graph = derived_graph(plus, ctx)
     outsider = min(set(ctx.participants) - graph[0] - {0})
 
     def stray(client: int, phase: int, message: Message) -> Message:
@@ -538,47 +564,46 @@ def test_shares_from_outside_the_graph_are_refused_by_the_client() -> None:
 
     proto = faulty(SecAggPlusProtocol, server_hook=inject, config=SecAggPlusConfig(degree=2))
     ctx = RoundContext(round=0, participants=range(8), vector_size=2)
-    graph = proto.graph(ctx, proto.secret_source.graph_seed(0))
+    graph = derived_graph(proto, ctx)
     outsider = min(set(ctx.participants) - graph[0] - {0})
     with pytest.raises(ProtocolError, match=rf"shares from client\(s\) \[{outsider}\], which are "
-                       "not in its key directory"):
+                       "not its neighbours"):
         run_round(proto, ctx, make_inputs(8, 2))
 
 
-def test_key_directory_with_a_non_neighbour_is_refused() -> None:
+def test_key_directory_must_carry_the_hash_of_the_advertised_keys_as_graph_seed() -> None:
+    """The server cannot choose the SecAgg+ graph: clients recompute its seed from the keys."""
     proto = SecAggPlusProtocol(SecAggPlusConfig(degree=2), secret_source=DerivedSecrets(MASTER))
     ctx = RoundContext(round=0, participants=range(8), vector_size=2)
     inputs = make_inputs(8, 2)
-    seed = proto.secret_source.graph_seed(0)
-    graph = proto.graph(ctx, seed)
-    outsider = min(set(ctx.participants) - graph[0] - {0})
-
-    def directory_for_client_0(members: set[int], graph_seed: bytes) -> Exception:
-        clients = {c: proto.client(c, ctx, inputs[c]) for c in ctx.participants}
-        keys = {c: s.handle(0, None) for c, s in clients.items()}
-        entries = tuple(keys[c] for c in sorted(members))
-        with pytest.raises(ProtocolError) as caught:
-            clients[0].handle(1, KeyDirectory(-1, 0, entries, graph_seed))
-        return caught.value
-
-    err = directory_for_client_0(graph[0] | {0, outsider}, seed)
-    assert f"lists client(s) [{outsider}], which are not its neighbours" in str(err)
-    # The right neighbours under another published seed: the client recomputes the graph.
-    other_seed = next(bytes([b]) * 32 for b in range(256)
-                      if proto.graph(ctx, bytes([b]) * 32)[0] != graph[0])
-    err = directory_for_client_0(graph[0] | {0}, other_seed)
-    assert "which are not its neighbours in the round's masking graph" in str(err)
+    clients = {c: proto.client(c, ctx, inputs[c]) for c in ctx.participants}
+    keys = {c: s.handle(0, None) for c, s in clients.items()}
+    entries = tuple(keys[c] for c in ctx.participants)
+    seed = proto.graph_seed(ctx, entries)
+    assert seed is not None
+    for forged in (bytes(32), seed[:-1] + bytes([seed[-1] ^ 1]), None):
+        with pytest.raises(ProtocolError, match="graph seed is not the hash of the advertised"):
+            proto.client(0, ctx, inputs[0]).handle(0, None)
+            fresh = proto.client(0, ctx, inputs[0])
+            fresh.handle(0, None)
+            fresh.handle(1, KeyDirectory(-1, 0, entries, forged))
+    # Leaving one advertisement out changes the seed: the only lever left costs a dropout.
+    assert proto.graph_seed(ctx, entries[1:]) != seed
+    # A directory naming a non-participant is refused.
+    stranger = replace(entries[1], sender=99)
+    with pytest.raises(ProtocolError, match=r"lists client\(s\) \[99\], which are not partic"):
+        clients[0].handle(1, KeyDirectory(-1, 0, (*entries, stranger), seed))
 
 
 def test_messages_replayed_from_an_earlier_round_are_refused() -> None:
     proto = SecAggProtocol(secret_source=DerivedSecrets(MASTER))
-    inputs = make_inputs(3, 2)
-    old_ctx = RoundContext(round=4, participants=range(3), vector_size=2)
+    inputs = make_inputs(4, 2)
+    old_ctx = RoundContext(round=4, participants=range(4), vector_size=2)
     old = proto.server(old_ctx)
-    old_keys = {c: proto.client(c, old_ctx, inputs[c]).handle(0, None) for c in range(3)}
+    old_keys = {c: proto.client(c, old_ctx, inputs[c]).handle(0, None) for c in range(4)}
     old_directory = old.collect(0, old_keys)[0]
 
-    ctx = RoundContext(round=5, participants=range(3), vector_size=2)
+    ctx = RoundContext(round=5, participants=range(4), vector_size=2)
     # Client side: a directory of round 4 in round 5.
     client = proto.client(0, ctx, inputs[0])
     client.handle(0, None)
@@ -587,10 +612,10 @@ def test_messages_replayed_from_an_earlier_round_are_refused() -> None:
         client.handle(1, old_directory)
     # Server side: an advertisement of round 4 is discarded (its sender counts as dropped).
     server = proto.server(ctx)
-    fresh = {c: proto.client(c, ctx, inputs[c]).handle(0, None) for c in range(3)}
+    fresh = {c: proto.client(c, ctx, inputs[c]).handle(0, None) for c in range(4)}
     fresh[2] = old_keys[2]
     replies = server.collect(0, fresh)
-    assert set(replies) == {0, 1}
+    assert set(replies) == {0, 1, 3}
     assert server.rejected == {2: "phase 0: AdvertiseKeys of round 4 replayed in round 5"}
 
 
@@ -658,23 +683,25 @@ def test_a_client_reveals_one_share_per_peer_and_never_the_other() -> None:
     server = proto.server(ctx)
     clients = {c: proto.client(c, ctx, inputs[c]) for c in ctx.participants}
     replies: Mapping[int, Message] = {}
-    for phase in range(3):
+    for phase in range(4):
         sent = {c: s.handle(phase, replies.get(c)) for c, s in clients.items()
                 if phase < 2 or c != 3}  # client 3 drops before its masked input
         replies = server.collect(phase, sent)
-    response = clients[0].handle(3, replies[0])
+    response = clients[0].handle(4, replies[0])
     assert isinstance(response, UnmaskShares)
     assert set(response.self_mask_shares) == {0, 1, 2}
     assert set(response.mask_key_shares) == {3}
     assert dict(clients[0].revealed) == {0: "b", 1: "b", 2: "b", 3: "s"}
     # A server asking again, now claiming 3 survived and 1 dropped, gets nothing.
-    with pytest.raises(ProtocolError, match="driven with phase 3 but expects phase 4"):
-        clients[0].handle(3, SurvivorList(-1, 0, (0, 2, 3)))
-    # Even a forced second unmasking refuses to reveal the other kind of share.
+    acks = ConsistencyProof(-1, 0, ((0, None), (2, None), (3, None)))
+    with pytest.raises(ProtocolError, match="driven with phase 4 but expects phase 5"):
+        clients[0].handle(4, acks)
+    # Even a forced second consistency check and unmasking refuses the other kind of share.
     client = clients[0]
-    client._next_phase = 3  # simulate a replayed phase-3 call
+    client._next_phase = 3  # simulate a replayed phase 3
+    client.handle(3, SurvivorList(-1, 0, (0, 2, 3)))
     with pytest.raises(ProtocolError, match="of the other kind than it already revealed"):
-        client.handle(3, SurvivorList(-1, 0, (0, 2, 3)))
+        client.handle(4, acks)
 
 
 def test_server_discards_a_response_revealing_both_shares_of_a_peer() -> None:
@@ -696,23 +723,45 @@ def test_server_discards_a_response_revealing_both_shares_of_a_peer() -> None:
     check_aggregate(proto, ctx, inputs, result)
 
 
-@pytest.mark.parametrize(("threshold", "match"), [
-    (0.5, "inconsistent"),  # more than t shares: Shamir detects the bad one
-    (1.0, "does not match its commitment"),  # exactly t shares: the commitment does
-])
-def test_a_corrupted_unmasking_share_aborts_instead_of_a_wrong_sum(
-    threshold: float, match: str
-) -> None:
+def corrupt_share(holder: int, owner: int, kind: str = "b") -> Hook:
+    """Return a client hook: ``holder`` flips a bit of its unmasking share of ``owner``'s secret."""
+    attribute = "self_mask_shares" if kind == "b" else "mask_key_shares"
+
     def corrupt(client: int, phase: int, message: Message) -> Message:
-        if client == 1 and isinstance(message, UnmaskShares):
-            seeds = dict(message.self_mask_shares)
-            seeds[0] = (int.from_bytes(seeds[0], "big") ^ 1).to_bytes(len(seeds[0]), "big")
-            return replace(message, self_mask_shares=seeds)
+        if client == holder and isinstance(message, UnmaskShares):
+            shares = dict(getattr(message, attribute))
+            shares[owner] = (int.from_bytes(shares[owner], "big") ^ 1).to_bytes(
+                len(shares[owner]), "big")
+            return replace(message, **{attribute: shares})
         return message
 
-    proto = faulty(SecAggProtocol, client_hook=corrupt, config=SecAggConfig(threshold=threshold))
+    return corrupt
+
+
+@pytest.mark.parametrize("kind", ["b", "s"])
+def test_a_bad_unmasking_share_drops_its_holder_when_enough_good_shares_remain(kind: str) -> None:
+    """N = 6, t = 4, 5 holders: the bad share is found, its holder's shares dropped, sum right."""
+    owner = 0 if kind == "b" else 5  # a survivor's self-mask seed, or a dropped client's key
+    proto = faulty(SecAggProtocol, client_hook=corrupt_share(2, owner, kind))
+    ctx = RoundContext(round=0, participants=range(6), vector_size=3)
+    inputs = make_inputs(6, 3)
+    result = run_round(proto, ctx, inputs, dropouts={5: 2})
+    check_aggregate(proto, ctx, inputs, result)
+    view = result.view
+    assert isinstance(view, SecAggServerView)
+    assert result.survivors == (0, 1, 2, 3, 4)  # its input stays: it is in the signed set
+    assert "unmasking share off the committed secret's polynomial" in view.rejected[2]
+    assert 2 not in view.unmasked_by and set(view.rejected) == {2}
+    assert set(view.mask_private_keys) == {5}
+
+
+def test_bad_shares_abort_when_too_few_good_ones_remain() -> None:
+    """Exactly t shares (threshold 1.0): a bad one cannot be told apart, so the round aborts."""
+    proto = faulty(SecAggProtocol, client_hook=corrupt_share(1, 0),
+                   config=SecAggConfig(threshold=1.0))
     ctx = RoundContext(round=0, participants=range(4), vector_size=3)
-    with pytest.raises(ProtocolError, match=match):
+    with pytest.raises(ProtocolError, match=r"cannot reconstruct client 0's self-mask seed: .* "
+                       "passes its check .* rather than returning a wrong sum"):
         run_round(proto, ctx, make_inputs(4, 3))
 
 
@@ -725,7 +774,8 @@ def test_signed_advertisements() -> None:
     verify = {c: p[1] for c, p in pairs.items()}
     ctx = RoundContext(round=1, participants=range(4), vector_size=3)
     inputs = make_inputs(4, 3)
-    result = run_round(SecAggProtocol(signing_keys=signing, verify_keys=verify), ctx, inputs)
+    result = run_round(SecAggProtocol(signing_keys=signing, verify_keys=verify,
+                                      session_id=b"run-1"), ctx, inputs)
     assert result.survivors == (0, 1, 2, 3)
     advertised = [m for m in result.view.transcript if isinstance(m, AdvertiseKeys)]
     assert all(m.signature is not None and m.nbytes() == 16 + 8 + 64 + 64 for m in advertised)
@@ -733,7 +783,7 @@ def test_signed_advertisements() -> None:
     # A client signing with the wrong key is left out by the server; the round goes on.
     forged = dict(signing)
     forged[2] = crypto.generate_ed25519()[0]
-    proto = SecAggProtocol(signing_keys=forged, verify_keys=verify)
+    proto = SecAggProtocol(signing_keys=forged, verify_keys=verify, session_id=b"run-1")
     result = run_round(proto, ctx, inputs)
     assert result.survivors == (0, 1, 3)
     view = result.view
@@ -751,26 +801,36 @@ def test_signed_advertisements() -> None:
         return replies
 
     proto = faulty(SecAggProtocol, server_hook=substitute, signing_keys=signing,
-                   verify_keys=verify)
+                   verify_keys=verify, session_id=b"run-1")
     with pytest.raises(ProtocolError, match="signature on client 2's advertised keys"):
         run_round(proto, ctx, inputs)
     with pytest.raises(ProtocolError, match="none is given for client 3"):
-        SecAggProtocol(signing_keys={0: signing[0]}).client(3, ctx, inputs[3])
+        SecAggProtocol(signing_keys={0: signing[0]}, session_id=b"s").client(3, ctx, inputs[3])
+    with pytest.raises(ProtocolError, match="none is given for client 3"):
+        SecAggProtocol(verify_keys=verify, session_id=b"s").client(3, ctx, inputs[3])
 
 
-@pytest.mark.parametrize("phase", [0, 1, 2, 3])
+@pytest.mark.parametrize("phase", [0, 1, 2, 3, 4])
 def test_secagg_plus_neighbourhood_below_threshold(phase: int) -> None:
     """With k = 4, t = 3, three of client 0's neighbours drop: 2 of its neighbourhood remain.
 
     Before any mask exists (phases 0–1) the server leaves client 0 out and the round
-    completes; afterwards (phases 2–3) client 0's masks can no longer be removed: abort.
+    completes; afterwards (phases 2–4) client 0's masks can no longer be removed: abort.
     """
     proto = faulty(SecAggPlusProtocol, config=SecAggPlusConfig(degree=4))
     ctx = RoundContext(round=0, participants=range(12), vector_size=2)
     plan = proto.plan(ctx)
     assert (plan.degree, plan.threshold) == (4, 3)
-    graph = proto.graph(ctx, proto.secret_source.graph_seed(0))
-    dropouts = dict.fromkeys(sorted(graph[0])[:3], phase)
+    if phase == 0:  # the graph hangs on who advertised: find 3 that are then 0's neighbours
+        rng = np.random.default_rng(0)
+        while True:
+            chosen = tuple(int(c) for c in rng.choice(range(1, 12), size=3, replace=False))
+            advertisers = tuple(c for c in ctx.participants if c not in chosen)
+            if set(chosen) <= derived_graph(proto, ctx, advertisers)[0]:
+                break
+    else:
+        chosen = tuple(sorted(derived_graph(proto, ctx)[0])[:3])
+    dropouts = dict.fromkeys(chosen, phase)
     inputs = make_inputs(12, 2)
     if phase >= 2:
         with pytest.raises(ProtocolError, match="fewer than t=3"):

@@ -18,11 +18,20 @@ from fedpriv.protocols import (
     SecAggPlusProtocol,
     run_round,
 )
-from fedpriv.protocols.secagg import DerivedSecrets, KeyDirectory, ShareKeys
+from fedpriv.protocols.secagg import (
+    AdvertiseKeys,
+    DerivedSecrets,
+    KeyDirectory,
+    ShareKeys,
+    round_binding,
+)
 from fedpriv.protocols.secagg_graph import (
     check_regular,
     complete_graph,
+    components,
     default_degree,
+    default_threshold,
+    derive_graph_seed,
     effective_degree,
     harary_graph,
     reconstruction_threshold,
@@ -131,18 +140,63 @@ def test_each_client_sends_one_ciphertext_per_neighbour() -> None:
     inputs = {c: ClientInput(np.full(2, 0.01 * c), 1.0) for c in range(n)}
     result = run_round(proto, ctx, inputs)
     view = result.view
-    graph = proto.graph(ctx, proto.secret_source.graph_seed(3))
+    advertised = [m for m in view.transcript if isinstance(m, AdvertiseKeys)]
+    seed = derive_graph_seed(round_binding(b"", 3),
+                             [(m.sender, m.c_pk, m.s_pk) for m in advertised])
+    assert view.graph_seed == seed == proto.graph_seed(ctx, advertised)
+    graph = proto.graph(ctx, seed)
     assert view.neighbours == graph
-    assert view.graph_seed == proto.secret_source.graph_seed(3)
     shares = [m for m in view.transcript if isinstance(m, ShareKeys)]
     assert len(shares) == n
     for message in shares:
         assert set(message.ciphertexts) == graph[message.sender]
         assert len(message.ciphertexts) == degree
     np.testing.assert_allclose(result.aggregate, np.full(2, 0.01 * (n - 1) / 2), atol=1e-5)
-    # Each client's traffic is O(k): the directory holds k + 1 entries, whatever n.
+    # Uploads are O(k) per client; the directory holds all n advertisements (so each
+    # client recomputes the graph seed), 136 bytes each without signatures.
     server = proto.server(ctx)
     keys = {c: proto.client(c, ctx, inputs[c]).handle(0, None) for c in range(n)}
     directories = server.collect(0, keys)
     for directory in directories.values():
-        assert isinstance(directory, KeyDirectory) and len(directory.keys) == degree + 1
+        assert isinstance(directory, KeyDirectory) and len(directory.keys) == n
+
+
+def test_graph_seed_is_a_hash_of_every_advertised_key() -> None:
+    keys = [(c, bytes([c]) * 32, bytes([c + 100]) * 32) for c in range(6)]
+    seed = derive_graph_seed(round_binding(b"run", 1), keys)
+    assert seed == derive_graph_seed(round_binding(b"run", 1), reversed(keys))  # order-free
+    assert len(seed) == 32
+    changed = [*keys[:-1], (5, bytes([5]) * 32, bytes([7]) * 32)]
+    for other in (derive_graph_seed(round_binding(b"run", 2), keys),
+                  derive_graph_seed(round_binding(b"rum", 1), keys),
+                  derive_graph_seed(round_binding(b"run", 1), keys[:-1]),
+                  derive_graph_seed(round_binding(b"run", 1), changed)):
+        assert other != seed
+
+
+def test_components_of_the_survivors() -> None:
+    ring = harary_graph(range(12), 2, bytes(32))
+    order = ring_order(range(12), bytes(32))
+    assert components(ring, range(12)) == [frozenset(range(12))]
+    cut = set(range(12)) - {order[0], order[6]}  # two cuts in a cycle: two arcs
+    parts = components(ring, cut)
+    assert sorted(len(p) for p in parts) == [5, 5]
+    assert frozenset().union(*parts) == cut
+    assert components(ring, []) == []
+    assert components(complete_graph(range(5)), {1, 3}) == [frozenset({1, 3})]
+
+
+@pytest.mark.parametrize(("size", "passive", "active"), [
+    (2, 2, 2), (3, 2, 3), (4, 3, 3), (5, 3, 4), (6, 4, 5), (10, 6, 7), (11, 6, 8), (12, 7, 9),
+])
+def test_default_threshold_is_strictly_above_a_half_and_two_thirds(
+    size: int, passive: int, active: int
+) -> None:
+    assert default_threshold(size, active=False, minimum=2) == passive
+    assert default_threshold(size, active=True, minimum=2) == active
+    assert 2 * passive > size and (3 * active > 2 * size or active == size)
+
+
+def test_default_threshold_above_the_neighbourhood_is_refused() -> None:
+    with pytest.raises(ProtocolError, match=r"= 2 exceeds the 1 clients of a neighbourhood"):
+        default_threshold(1, active=False, minimum=2)

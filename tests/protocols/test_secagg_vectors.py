@@ -29,15 +29,17 @@ from fedpriv.protocols.secagg import (
     SecAggConfig,
     SecAggFamily,
     advertise_payload,
+    consistency_payload,
     encode_weight,
     mask_input,
     pack_shares,
     pairwise_sign,
+    round_binding,
     self_mask_commitment,
     unpack_shares,
     x25519_public,
 )
-from fedpriv.protocols.secagg_graph import harary_graph, ring_order
+from fedpriv.protocols.secagg_graph import derive_graph_seed, harary_graph, ring_order
 from fedpriv.protocols.shamir import reconstruct_secret
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocols" / "vectors"
@@ -95,9 +97,13 @@ def test_aes_gcm_and_format_vectors() -> None:
     assert pack_shares(p["sender"], p["receiver"], key_share, seed_share).hex() == p["plaintext"]
     assert unpack_shares(bytes.fromhex(p["plaintext"])) == (0, 1, key_share, seed_share)
     a = f["advertise_payload"]
-    payload = advertise_payload(a["round"], a["client"], bytes.fromhex(a["c_pk"]),
-                                bytes.fromhex(a["s_pk"]))
+    payload = advertise_payload(bytes.fromhex(a["session_id"]), a["round"], a["client"],
+                                bytes.fromhex(a["c_pk"]), bytes.fromhex(a["s_pk"]))
     assert payload.hex() == a["payload"]
+    c = f["consistency_payload"]
+    payload = consistency_payload(bytes.fromhex(c["session_id"]), c["round"], c["client"],
+                                  tuple(c["survivors"]))
+    assert payload.hex() == c["payload"]
     c = f["self_mask_commitment"]
     commitment = self_mask_commitment(c["round"], c["client"], bytes.fromhex(c["seed"]))
     assert commitment.hex() == c["commitment"]
@@ -121,6 +127,11 @@ def test_graph_vectors() -> None:
         assert list(ring_order(case["participants"], seed)) == case["ring_order"]
         graph = harary_graph(case["participants"], case["degree"], seed)
         assert {str(c): sorted(n) for c, n in graph.items()} == case["neighbours"]
+    for case in load("secagg_graph.json")["seeds"]:
+        binding = round_binding(bytes.fromhex(case["session_id"]), case["round"])
+        advertised = [(a["client"], bytes.fromhex(a["c_pk"]), bytes.fromhex(a["s_pk"]))
+                      for a in case["advertised"]]
+        assert derive_graph_seed(binding, advertised).hex() == case["seed"]
 
 
 def protocol_for(v: dict[str, Any]) -> SecAggFamily:

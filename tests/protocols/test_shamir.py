@@ -15,6 +15,7 @@ from fedpriv.protocols.shamir import (
     PRIME,
     SHARE_BYTES,
     reconstruct_secret,
+    reconstruct_verified,
     split_secret,
 )
 
@@ -185,3 +186,79 @@ def test_reconstruct_rejects_malformed_shares() -> None:
         reconstruct_secret(shares, threshold=2, secret_len=0)
     with pytest.raises(ConfigError, match="threshold must be >= 1"):
         reconstruct_secret(shares, threshold=0)
+
+
+# ----------------------------------------------------------------- verified reconstruction
+
+
+def _flip(share: bytes) -> bytes:
+    return (int.from_bytes(share, "big") ^ 1).to_bytes(len(share), "big")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    threshold=st.integers(2, 6),
+    extra=st.integers(1, 5),
+    data=st.data(),
+)
+def test_verified_reconstruction_names_the_bad_shares(
+    secret: bytes, threshold: int, extra: int, data: st.DataObject
+) -> None:
+    """With e ≤ m − t bad shares the secret comes back; no good share is ever named bad.
+
+    Malformed shares are always named; altered ones exactly when unique decoding applies
+    (2·altered ≤ well-formed − t + 1).
+    """
+    ids = list(range(threshold + extra))
+    shares = split_secret(secret, threshold=threshold, share_ids=ids)
+    bad = data.draw(st.lists(st.sampled_from(ids), max_size=extra, unique=True))
+    short = {i for i in bad if data.draw(st.booleans())}
+    for i in bad:
+        shares[i] = b"short" if i in short else _flip(shares[i])
+    found, named = reconstruct_verified(shares, threshold=threshold,
+                                        check=lambda s: s == secret)
+    assert found == secret
+    assert short <= named <= set(bad)
+    altered = len(bad) - len(short)
+    if 2 * altered <= len(ids) - len(short) - threshold + 1:
+        assert named == set(bad)
+
+
+def test_cancelling_errors_never_frame_an_honest_holder() -> None:
+    """±1 on three shares whose Lagrange weights at 0 sum to zero: right secret, no blame.
+
+    Ids 1, 4, 5, 6 (x = 2, 5, 6, 7) have weights 3.5, −14, 17.5, −6 at 0: +1 on x = 2,
+    +1 on x = 6 and +1 on x = 5 ... chosen so 3.5·δ₂ − 14·δ₅ + 17.5·δ₆ = 0.
+    """
+    secret = bytes(range(32))
+    shares = split_secret(secret, threshold=4, share_ids=list(range(7)))
+
+    def shift(share: bytes, delta: int) -> bytes:
+        return ((int.from_bytes(share, "big") + delta) % PRIME).to_bytes(SHARE_BYTES, "big")
+
+    shares[1], shares[4], shares[5] = shift(shares[1], 1), shift(shares[4], -1), shift(
+        shares[5], -1)  # 3.5 + 14 − 17.5 = 0
+    found, named = reconstruct_verified({i: shares[i] for i in (1, 4, 5, 6, 0, 2, 3)},
+                                        threshold=4, check=lambda s: s == secret)
+    assert found == secret
+    assert not named & {0, 2, 3, 6}  # the honest holders are never blamed
+
+
+def test_verified_reconstruction_refuses_when_bad_shares_cannot_be_outvoted() -> None:
+    secret = bytes(range(32))
+    shares = split_secret(secret, threshold=3, share_ids=[0, 1, 2, 3])
+    shares[1] = _flip(shares[1])
+    shares[2] = _flip(shares[2])  # 2 bad of 4, t = 3: no good 3-subset exists
+    with pytest.raises(ProtocolError, match="no 3 of the 4 well-formed shares"):
+        reconstruct_verified(shares, threshold=3, check=lambda s: s == secret)
+    with pytest.raises(ProtocolError, match="need 3 well-formed shares, got 2"):
+        reconstruct_verified({0: shares[0], 1: b"x", 3: shares[3]}, threshold=3,
+                             check=lambda s: s == secret)
+    # The search is bounded: with max_subsets=1 only the t smallest ids are tried.
+    shares = split_secret(secret, threshold=3, share_ids=[0, 1, 2, 3])
+    shares[0] = _flip(shares[0])
+    with pytest.raises(ProtocolError, match=r"tried 1 subsets"):
+        reconstruct_verified(shares, threshold=3, check=lambda s: s == secret, max_subsets=1)
+    assert reconstruct_verified(shares, threshold=3, check=lambda s: s == secret) == (
+        secret, frozenset({0}))

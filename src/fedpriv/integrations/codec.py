@@ -131,6 +131,8 @@ def _register_builtin_types() -> None:
         ("secagg.RoutedShares", secagg_messages.RoutedShares),
         ("secagg.MaskedInput", secagg_messages.MaskedInput),
         ("secagg.SurvivorList", secagg_messages.SurvivorList),
+        ("secagg.ConsistencySignature", secagg_messages.ConsistencySignature),
+        ("secagg.ConsistencyProof", secagg_messages.ConsistencyProof),
         ("secagg.UnmaskShares", secagg_messages.UnmaskShares),
         ("secagg.RoundPlan", secagg_config.RoundPlan),
         ("secagg.ServerView", secagg_server.SecAggServerView),

@@ -8,9 +8,13 @@ instead of ``O(n·L)``.  Following Bell et al. we use a *Harary graph*
 to its ``k/2`` nearest ring neighbours on each side, which makes the graph
 ``k``-regular and ``k``-connected by construction.
 
-The ring order is a deterministic function of a public 32-byte ``graph_seed``
-that the server draws per round (with :mod:`secrets`) and publishes, so every
-client recomputes the graph and checks the neighbour set the server sends it:
+The ring order is a deterministic function of a public 32-byte ``graph_seed``.
+The server does not draw it: it is the hash of every public key advertised in
+the round (:func:`derive_graph_seed`), so a server that wanted a target's
+neighbours to be its colluders could not retry seeds until one fits — the only
+lever it keeps is leaving out advertisements, and each one it leaves out costs
+a dropout.  Every client recomputes the seed from the key directory, then the
+graph, and checks the neighbour set the server sends it:
 client ``c`` sits at the rank of ``SHA-256(GRAPH_DOMAIN ‖ seed ‖ c as 8-byte
 big-endian signed)`` among the participants (ties, which do not happen, broken
 by id).  Another FL stack can rebuild the graph from this description alone
@@ -18,7 +22,12 @@ by id).  Another FL stack can rebuild the graph from this description alone
 
 The threshold ``t`` is the number of shares, out of a client's neighbourhood
 (its neighbours and itself), that reconstruct its secrets:
-``t = max(min_threshold, ceil(threshold · neighbourhood size))``.
+``t = max(min_threshold, ceil(threshold · neighbourhood size))`` for a configured
+fraction, and by default the least ``t`` *strictly above* ½ of the neighbourhood
+(above ⅔ when clients verify signatures, i.e. against an active server):
+:func:`default_threshold`.  Before unmasking, the survivors must induce a
+connected subgraph (:func:`components`), else the server could unmask the sum of
+each component separately (Bell et al. 2020, §3.2).
 """
 
 from __future__ import annotations
@@ -32,9 +41,13 @@ from fedpriv.errors import ProtocolError
 
 __all__ = [
     "GRAPH_DOMAIN",
+    "GRAPH_SEED_DOMAIN",
     "check_regular",
     "complete_graph",
+    "components",
     "default_degree",
+    "default_threshold",
+    "derive_graph_seed",
     "effective_degree",
     "harary_graph",
     "reconstruction_threshold",
@@ -43,6 +56,9 @@ __all__ = [
 
 GRAPH_DOMAIN = b"fedpriv/secagg+/graph/v1"
 """Domain-separation prefix of the hash that orders the ring."""
+
+GRAPH_SEED_DOMAIN = b"fedpriv/secagg+/graph-seed/v1"
+"""Domain-separation prefix of the hash of the advertised keys that gives the graph seed."""
 
 Graph = Mapping[int, frozenset[int]]
 """Client id → its neighbours (never itself); symmetric."""
@@ -84,6 +100,44 @@ def ring_order(participants: Iterable[int], seed: bytes) -> tuple[int, ...]:
         return digest.digest(), client
 
     return tuple(sorted(participants, key=rank))
+
+
+def derive_graph_seed(binding: bytes, advertised: Iterable[tuple[int, bytes, bytes]]) -> bytes:
+    """Return the round's graph seed: a hash of every advertised key pair, by client id.
+
+    ``SHA-256(GRAPH_SEED_DOMAIN ‖ binding ‖ Σ_{sorted by id} id (8-byte big-endian
+    signed) ‖ c_pk ‖ s_pk)``, where ``binding`` is the round's session binding
+    (:func:`fedpriv.protocols.secagg.stages.round_binding`).  The clients' keys are
+    fresh and unpredictable, so the server cannot choose the seed; it can only omit
+    advertisements (each omission a dropout), which bounds its tries by the subsets
+    of clients it is willing to drop.
+    """
+    digest = hashlib.sha256(GRAPH_SEED_DOMAIN + binding)
+    for client, c_pk, s_pk in sorted(advertised):
+        digest.update(client.to_bytes(8, "big", signed=True) + c_pk + s_pk)
+    return digest.digest()
+
+
+def components(graph: Graph, members: Iterable[int]) -> list[frozenset[int]]:
+    """Return the connected components of the subgraph of ``graph`` induced by ``members``.
+
+    Sorted by their smallest id.  A round whose survivors form more than one
+    component would let the server unmask each component's sum on its own.
+    """
+    remaining = set(members)
+    parts: list[frozenset[int]] = []
+    while remaining:
+        start = min(remaining)
+        seen, frontier = {start}, [start]
+        while frontier:
+            node = frontier.pop()
+            for other in graph.get(node, frozenset()):
+                if other in remaining and other not in seen:
+                    seen.add(other)
+                    frontier.append(other)
+        remaining -= seen
+        parts.append(frozenset(seen))
+    return parts
 
 
 def complete_graph(participants: Iterable[int]) -> dict[int, frozenset[int]]:
@@ -135,6 +189,31 @@ def check_regular(graph: Graph) -> int:
             if client not in graph.get(other, frozenset()):
                 raise ProtocolError(f"the masking graph joins {client} to {other} but not back.")
     return degrees.pop() if degrees else 0
+
+
+def default_threshold(neighbourhood_size: int, *, active: bool, minimum: int) -> int:
+    """Return the default ``t``: the least integer above ½ (``active``: ⅔) of a neighbourhood.
+
+    Strictly above ½: a server announcing different survivor lists to two halves
+    of a neighbourhood cannot collect ``t`` shares of a client's self-mask seed from
+    one half and ``t`` of its mask key from the other, because the halves would need
+    ``2t`` > neighbourhood members (Bonawitz et al. 2017, §4 and Thm. 6.3).  Above ⅔
+    when clients verify signatures (active server): with the ConsistencyCheck round
+    the honest clients then agree on one survivor set while up to a third of a
+    neighbourhood colludes, since ``2(t − n_C) + n_C`` exceeds it for ``n_C < n/3``
+    (Bonawitz et al. 2017, §6.3).  Raises :class:`ProtocolError` when ``t`` exceeds the
+    neighbourhood.
+    """
+    fraction = Fraction(2, 3) if active else Fraction(1, 2)
+    t = max(minimum, math.floor(fraction * neighbourhood_size) + 1)
+    if t > neighbourhood_size:
+        raise ProtocolError(
+            f"the reconstruction threshold t = max(min_threshold={minimum}, the least integer "
+            f"above {fraction} × {neighbourhood_size}) = {t} exceeds the {neighbourhood_size} "
+            "clients of a neighbourhood (the client and its neighbours), so no round could be "
+            "unmasked; select more clients per round, or lower min_threshold."
+        )
+    return t
 
 
 def reconstruction_threshold(neighbourhood_size: int, fraction: float, minimum: int) -> int:

@@ -16,19 +16,30 @@ This module owns that sharing, as pure functions on bytes:
 - client ``i`` evaluates at ``x = i + 1`` (never at 0, which is the secret);
 - coefficients come from ``secrets.randbelow`` (the OS CSPRNG), never from
   ``random`` or ``numpy.random``;
-- a share is ``y`` as :data:`SHARE_BYTES` (66) big-endian bytes, whatever the secret.
+- a share is ``y`` as :data:`SHARE_BYTES` (66) big-endian bytes, whatever the secret;
+- :func:`reconstruct_verified` tolerates bad shares when a check of the secret
+  (a commitment, a public key) is available: it finds ``t`` shares whose secret
+  passes the check and names the holders whose shares lie off that polynomial.
 """
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedpriv.errors import ConfigError, ProtocolError
 
-__all__ = ["MAX_SECRET_BYTES", "PRIME", "SHARE_BYTES", "reconstruct_secret", "split_secret"]
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "PRIME",
+    "SHARE_BYTES",
+    "reconstruct_secret",
+    "reconstruct_verified",
+    "split_secret",
+]
 
 PRIME = 2**521 - 1
 """The field modulus: a Mersenne prime > 2^256, so any 32-byte secret is a field element."""
@@ -133,6 +144,42 @@ def _evaluate(xs: list[int], weighted: list[int], x: int) -> int:
     return total
 
 
+def _point(share_id: Any, share: Any) -> tuple[int, int]:
+    """Return the point ``(id + 1, y)`` of one share, or raise :class:`ProtocolError`."""
+    x = _check_id(share_id, ProtocolError) + 1
+    if not isinstance(share, (bytes, bytearray, memoryview)) or len(share) != SHARE_BYTES:
+        raise ProtocolError(
+            f"the share of id {share_id} must be {SHARE_BYTES} bytes; got "
+            f"{len(share) if isinstance(share, (bytes, bytearray)) else type(share).__name__}"
+            ". The message was truncated or forged."
+        )
+    y = int.from_bytes(bytes(share), "big")
+    if y >= PRIME:
+        raise ProtocolError(
+            f"the share of id {share_id} is not a field element (>= 2^521 − 1); "
+            "it was corrupted or forged."
+        )
+    return x, y
+
+
+def _interpolate(basis: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Return ``(xs, weighted)``, with which :func:`_evaluate` interpolates through ``basis``.
+
+    Barycentric weights ``w_j = 1 / Π_{k≠j} (x_j − x_k)``; then
+    ``P(x) = Σ_j y_j w_j Π_{k≠j} (x − x_k)`` for the unique polynomial through the basis.
+    """
+    xs = [x for x, _ in basis]
+    denominators = [1] * len(xs)
+    for j, xj in enumerate(xs):
+        for k, xk in enumerate(xs):
+            if k != j:
+                denominators[j] = denominators[j] * (xj - xk) % PRIME
+    weighted = [
+        y * w % PRIME for (_, y), w in zip(basis, _batch_inverse(denominators), strict=True)
+    ]
+    return xs, weighted
+
+
 def reconstruct_secret(
     shares: Mapping[int, bytes], *, threshold: int, secret_len: int = 32
 ) -> bytes:
@@ -167,35 +214,9 @@ def reconstruct_secret(
             f"cannot reconstruct the secret: need {threshold} shares, got {len(shares)}. "
             "Too many clients dropped out; the round cannot be completed."
         )
-    points: list[tuple[int, int]] = []
-    for share_id, share in shares.items():
-        x = _check_id(share_id, ProtocolError) + 1
-        if not isinstance(share, (bytes, bytearray, memoryview)) or len(share) != SHARE_BYTES:
-            raise ProtocolError(
-                f"the share of id {share_id} must be {SHARE_BYTES} bytes; got "
-                f"{len(share) if isinstance(share, (bytes, bytearray)) else type(share).__name__}"
-                ". The message was truncated or forged."
-            )
-        y = int.from_bytes(bytes(share), "big")
-        if y >= PRIME:
-            raise ProtocolError(
-                f"the share of id {share_id} is not a field element (>= 2^521 − 1); "
-                "it was corrupted or forged."
-            )
-        points.append((x, y))
-    points.sort()
+    points = sorted(_point(share_id, share) for share_id, share in shares.items())
     basis, extra = points[:threshold], points[threshold:]
-    xs = [x for x, _ in basis]
-    # Barycentric weights w_j = 1 / Π_{k≠j} (x_j − x_k); then
-    # P(x) = Σ_j y_j w_j Π_{k≠j} (x − x_k) for the unique polynomial through the basis.
-    denominators = [1] * threshold
-    for j, xj in enumerate(xs):
-        for k, xk in enumerate(xs):
-            if k != j:
-                denominators[j] = denominators[j] * (xj - xk) % PRIME
-    weighted = [
-        y * w % PRIME for (_, y), w in zip(basis, _batch_inverse(denominators), strict=True)
-    ]
+    xs, weighted = _interpolate(basis)
     inconsistent = [x - 1 for x, y in extra if _evaluate(xs, weighted, x) != y]
     if inconsistent:
         raise ProtocolError(
@@ -211,3 +232,97 @@ def reconstruct_secret(
             "they were split with."
         )
     return value.to_bytes(secret_len, "big")
+
+
+MAX_SUBSETS = 4096
+"""Most ``t``-subsets :func:`reconstruct_verified` tries before it gives up."""
+
+
+def reconstruct_verified(
+    shares: Mapping[int, bytes],
+    *,
+    threshold: int,
+    check: Callable[[bytes], bool],
+    secret_len: int = 32,
+    max_subsets: int = MAX_SUBSETS,
+) -> tuple[bytes, frozenset[int]]:
+    """Return ``(secret, bad ids)``: the secret passing ``check``, and shares shown to be bad.
+
+    ``check`` recognises the one right secret (it compares a commitment or a public
+    key: binding, so no other secret passes).  Malformed shares are bad outright.
+    Of the ``m`` well-formed ones, ``threshold``-subsets are tried — the ``t`` smallest
+    ids first (one pass when no share is bad), then ``e = 1, 2, …`` left out of the
+    ``t + e`` smallest, at most ``max_subsets`` subsets — for one whose secret passes
+    ``check``.  The secret is then right, but the subset's polynomial may not be the
+    dealer's: errors can cancel at 0 (e.g. ±1 on three shares whose Lagrange weights
+    at 0 sum to zero), so blaming the shares off it could name honest holders.  So
+    shares are named bad only from a polynomial that agrees with more than
+    ``(m + t − 2) / 2`` shares: two polynomials of degree ``t − 1`` through the checked
+    point ``(0, secret)`` that both agree that often share ``t − 1`` more points, so
+    they are one, and with ``e`` bad shares and ``2e ≤ m − t + 1`` it is the dealer's
+    (Reed–Solomon unique decoding, with the check as one more known-good point).
+    Beyond that radius the secret is returned and only the malformed shares are named.
+
+    Raises :class:`ProtocolError` when fewer than ``threshold`` well-formed shares
+    remain or no subset passes ``check`` (too many bad shares to tell).
+    """
+    threshold = _check_threshold(threshold)
+    if not isinstance(shares, Mapping):
+        raise ProtocolError(
+            f"shares must be a mapping share id → share bytes; got {type(shares).__name__}."
+        )
+    points: dict[int, int] = {}
+    bad: set[int] = set()
+    for share_id, share in shares.items():
+        try:
+            x, y = _point(share_id, share)
+        except ProtocolError:
+            if isinstance(share_id, int) and not isinstance(share_id, bool):
+                bad.add(share_id)
+            continue
+        points[x] = y
+    if len(points) < threshold:
+        raise ProtocolError(
+            f"cannot reconstruct the secret: need {threshold} well-formed shares, got "
+            f"{len(points)} (malformed: {sorted(bad)})."
+        )
+    xs_all = sorted(points)
+
+    def attempt(subset: Sequence[int]) -> tuple[bytes, set[int]] | None:
+        """Return the subset's secret and the shares off its polynomial, if it passes."""
+        xs, weighted = _interpolate([(x, points[x]) for x in subset])
+        value = _evaluate(xs, weighted, 0)
+        if value >= 1 << (8 * secret_len):
+            return None
+        secret = value.to_bytes(secret_len, "big")
+        if not check(secret):
+            return None
+        chosen = set(subset)
+        off = {x - 1 for x in xs_all if x not in chosen and _evaluate(xs, weighted, x) != points[x]}
+        return secret, off
+
+    m = len(xs_all)
+    found_secret: bytes | None = None
+    tried = 0
+    # Leave e shares out of the window of the t + e smallest ids, fewest first: when
+    # at most e shares are bad, some choice leaves t good ones (and e = 0 is one pass).
+    for leave_out in range(m - threshold + 1):
+        window = xs_all[: threshold + leave_out]
+        for excluded in itertools.combinations(window, leave_out):
+            if tried >= max_subsets:
+                break
+            tried += 1
+            found = attempt([x for x in window if x not in excluded])
+            if found is None:
+                continue
+            secret, off = found
+            if 2 * (m - len(off)) > m + threshold - 2:  # unique decoding: blame is sound
+                return secret, frozenset(bad | off)
+            found_secret = found_secret or secret
+    if found_secret is not None:
+        return found_secret, frozenset(bad)
+    raise ProtocolError(
+        f"cannot reconstruct the secret: no {threshold} of the {len(xs_all)} well-formed shares "
+        f"(tried {tried} subsets) give a secret that passes its check (commitment or public "
+        "key); too many shares are corrupted or forged to tell the good ones."
+    )

@@ -5,8 +5,12 @@ Message``) for messages of type ``train.fedpriv``.  Per message it
 
 1. reads and checks the phase header, and refuses a round announced under another
    protocol or parameters than the node's own (:func:`~.records.protocol_spec`);
-2. phase 0: asks the application for its input (``make_input``: local training,
-   then the DP step of :mod:`fedpriv.dp.rounds`) and creates the
+2. phase 0: refuses a round not above the highest one this node started (kept in
+   ``Context.state`` under :data:`~.state.STARTED_RECORD`: a server replaying a
+   round would get two sums of the same inputs over different survivor sets,
+   whose difference is one client's update), then asks the application for its
+   input (``make_input``: local training, then the DP step of
+   :mod:`fedpriv.dp.rounds`) and creates the
    :class:`~fedpriv.protocols.ClientSession`; later phases: resumes the session
    suspended in ``Context.state`` (:mod:`.state`), first driving it with no inbox
    through any phase the server sent this node nothing in, as the in-process
@@ -45,7 +49,7 @@ from fedpriv.integrations.flower.records import (
     read_inbox,
     reply_content,
 )
-from fedpriv.integrations.flower.state import SESSION_RECORD, resume, suspend
+from fedpriv.integrations.flower.state import SESSION_RECORD, STARTED_RECORD, resume, suspend
 from fedpriv.protocols.base import (
     AggregationProtocol,
     ClientId,
@@ -133,6 +137,7 @@ class FedprivClient:
         if header.phase == 0:
             if inbox is not None:
                 raise ProtocolError("a phase-0 message must not carry a server message.")
+            self._start_round(context, header)
             ctx = header.context()
             local_update = self._make_input(message, context, header.client_id, ctx)
             if not isinstance(local_update, LocalUpdate):
@@ -165,6 +170,23 @@ class FedprivClient:
             })
         content = reply_content(header, outgoing, seconds, session.stats(), metrics)
         return Message(content, reply_to=message)
+
+    @staticmethod
+    def _start_round(context: Context, header: PhaseHeader) -> None:
+        """Refuse phase 0 of a round not above the highest this node started; record it."""
+        record = context.state.config_records.get(STARTED_RECORD)
+        highest = None if record is None else record.get("highest-round")
+        if highest is not None and not isinstance(highest, int):
+            raise ProtocolError("the started-rounds record in Context.state is malformed.")
+        if highest is not None and header.round <= highest:
+            raise ProtocolError(
+                f"client {header.client_id} already started round {highest}; phase 0 of round "
+                f"{header.round} is refused (a replayed round would give the server two sums of "
+                "the same inputs). The server must number rounds increasingly."
+            )
+        context.state.config_records[STARTED_RECORD] = ConfigRecord(
+            {"highest-round": header.round}
+        )
 
     @staticmethod
     def _load(

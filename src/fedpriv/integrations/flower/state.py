@@ -37,6 +37,12 @@ from fedpriv.protocols.secagg.protocol import SecAggFamily
 
 SESSION_RECORD = "fedpriv.session"
 """Name of the ConfigRecord in ``Context.state`` that holds the suspended session."""
+STARTED_RECORD = "fedpriv.started"
+"""Name of the ConfigRecord in ``Context.state`` that holds the highest round this node started.
+
+Kept across rounds (never deleted): the node refuses phase 0 of any round not above
+it, so a server cannot replay a round to get two sums of the same inputs.
+"""
 
 SESSION_CLASSES: dict[str, tuple[type[ClientSession], type[AggregationProtocol], tuple[str, ...]]]
 SESSION_CLASSES = {
@@ -97,4 +103,4 @@ def resume(data: bytes, protocol: AggregationProtocol) -> ClientSession:
     return session
 
 
-__all__ = ["SESSION_CLASSES", "SESSION_RECORD", "resume", "suspend"]
+__all__ = ["SESSION_CLASSES", "SESSION_RECORD", "STARTED_RECORD", "resume", "suspend"]

@@ -1,9 +1,10 @@
 """The client's side of a SecAgg / SecAgg+ round.
 
-Owns :class:`SecAggClient`, which runs the four phases over explicit state —
-advertise keys, share ``s_i^SK`` and ``b_i``, send the masked input, reveal one
-share per neighbour — checking every server reply and forgetting its secrets as
-soon as they are no longer needed.  It never sees the network.
+Owns :class:`SecAggClient`, which runs the five phases over explicit state —
+advertise keys, share ``s_i^SK`` and ``b_i``, send the masked input, sign the
+announced survivor set (ConsistencyCheck), reveal one share per neighbour —
+checking every server reply and forgetting its secrets as soon as they are no
+longer needed.  It never sees the network.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from fedpriv.protocols.encoding import EncodeStats, encode
 from fedpriv.protocols.secagg.config import encode_weight
 from fedpriv.protocols.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyProof,
+    ConsistencySignature,
     KeyDirectory,
     MaskedInput,
     RoutedShares,
@@ -38,6 +41,7 @@ from fedpriv.protocols.secagg.messages import (
     SurvivorList,
     UnmaskShares,
     _verify_advertisement,
+    _verify_consistency,
 )
 from fedpriv.protocols.secagg.stages import (
     ENCRYPTION_INFO,
@@ -46,10 +50,12 @@ from fedpriv.protocols.secagg.stages import (
     NUM_PHASES,
     advertise_payload,
     apply_masks,
+    consistency_payload,
     pack_shares,
     self_mask_commitment,
     unpack_shares,
 )
+from fedpriv.protocols.secagg_graph import components
 from fedpriv.protocols.shamir import split_secret
 
 if TYPE_CHECKING:
@@ -92,11 +98,12 @@ class SecAggClient(ClientSession):
                 "client's FedAvg weight (e.g. the largest client's number of examples)."
             )
         self._signing_key: bytes | None = None
-        if protocol.signing_keys is not None:
-            if client_id not in protocol.signing_keys:
+        if protocol.signing_keys is not None or protocol.active:
+            if protocol.signing_keys is None or client_id not in protocol.signing_keys:
                 raise ProtocolError(
-                    f"signing keys are configured but none is given for client {client_id}; "
-                    "pass one Ed25519 private key per participant in signing_keys."
+                    f"signing keys are configured (or verify keys, which make every client "
+                    f"check signatures) but none is given for client {client_id}; pass one "
+                    "Ed25519 private key per participant in signing_keys."
                 )
             self._signing_key = protocol.signing_keys[client_id]
         self._next_phase = 0
@@ -109,7 +116,10 @@ class SecAggClient(ClientSession):
         # the shares in phase 2; forgotten with the private keys.
         self._enc_keys: dict[ClientId, bytes] = {}
         self._s_sk: bytes | None = None
-        self._peers: dict[ClientId, AdvertiseKeys] = {}
+        self._peers: dict[ClientId, AdvertiseKeys] = {}  # neighbours with keys
+        self._roster: tuple[ClientId, ...] = ()  # every client whose keys were distributed
+        self._graph_seed: bytes | None = None
+        self._survivors: tuple[ClientId, ...] | None = None  # the set this client signed
         self._self_mask_seed: bytes | None = None
         self._held: dict[ClientId, tuple[bytes, bytes]] = {}  # j → (s_j^SK share, b_j share)
         self._revealed: dict[ClientId, str] = {}
@@ -154,7 +164,9 @@ class SecAggClient(ClientSession):
             self._excluded = True
             self._forget_secrets()
             return None
-        expected = {1: KeyDirectory, 2: RoutedShares, 3: SurvivorList}[phase]
+        expected = {1: KeyDirectory, 2: RoutedShares, 3: SurvivorList, 4: ConsistencyProof}[
+            phase
+        ]
         if not isinstance(inbox, expected) or inbox.sender != SERVER_ID:
             raise ProtocolError(
                 f"{self.who} expected a {expected.__name__} from the server in phase {phase}; "
@@ -167,6 +179,8 @@ class SecAggClient(ClientSession):
         if isinstance(inbox, RoutedShares):
             return self._masked_input(inbox)
         if isinstance(inbox, SurvivorList):
+            return self._consistency(inbox)
+        if isinstance(inbox, ConsistencyProof):
             return self._unmask(inbox)
         raise ProtocolError(f"{self.who}: unexpected {type(inbox).__name__}.")  # unreachable
 
@@ -177,17 +191,25 @@ class SecAggClient(ClientSession):
     # ------------------------------------------------------------ phase 0
     def _advertise(self) -> AdvertiseKeys:
         source = self._protocol.secret_source
+        if self._signing_key is not None:
+            # Its long-term key signs fresh keys at most once per round, and rounds only
+            # go up: a replayed phase 0 is refused (the Flower client also keeps this
+            # record across messages, in Context.state).
+            self._protocol.start_round(self.client_id, self.ctx.round)
         self._c_sk, c_pk = source.x25519(self.client_id, self.ctx.round, "c")
         self._s_sk, s_pk = source.x25519(self.client_id, self.ctx.round, "s")
         signature = None
         if self._signing_key is not None:
-            payload = advertise_payload(self.ctx.round, self.client_id, c_pk, s_pk)
+            payload = advertise_payload(
+                self._protocol.session_id, self.ctx.round, self.client_id, c_pk, s_pk
+            )
             signature = crypto.sign(self._signing_key, payload)
         self._keys = AdvertiseKeys(self.client_id, self.ctx.round, c_pk, s_pk, signature)
         return self._keys
 
     # ------------------------------------------------------------ phase 1
-    def _check_directory(self, directory: KeyDirectory) -> None:
+    def _check_directory(self, directory: KeyDirectory) -> frozenset[ClientId]:
+        """Check the key directory; return this client's neighbours with keys in it."""
         for entry in directory.keys:
             if not isinstance(entry, AdvertiseKeys) or entry.round != self.ctx.round:
                 raise ProtocolError(
@@ -205,12 +227,11 @@ class SecAggClient(ClientSession):
                 f"{self.who}: the key directory lists client(s) {duplicates} more than once; "
                 "a directory must name each client once. Aborting."
             )
-        neighbours = self._protocol.neighbourhood(self.ctx, self.client_id, directory.graph_seed)
-        outside = sorted(set(ids) - neighbours - {self.client_id})
+        outside = sorted(set(ids) - set(self.ctx.participants))
         if outside:
             raise ProtocolError(
-                f"{self.who}: the key directory lists client(s) {outside}, which are not its "
-                "neighbours in the round's masking graph; the server is faulty. Aborting."
+                f"{self.who}: the key directory lists client(s) {outside}, which are not "
+                "participants of the round; the server is faulty. Aborting."
             )
         if self._keys is None or self.client_id not in ids:
             raise ProtocolError(f"{self.who}: the key directory does not list this client.")
@@ -225,18 +246,36 @@ class SecAggClient(ClientSession):
         verify_keys = self._protocol.verify_keys
         if verify_keys is not None:
             for entry in directory.keys:
-                _verify_advertisement(entry, verify_keys, self.who)
-        if len(ids) < self.plan.threshold:
+                _verify_advertisement(entry, verify_keys, self._protocol.session_id, self.who)
+        if len(ids) < self.plan.min_participants:
             raise ProtocolError(
-                f"{self.who}: only {len(ids)} client(s) of its neighbourhood advertised keys, "
-                f"fewer than the threshold t={self.plan.threshold}; aborting the round."
+                f"{self.who}: only {len(ids)} client(s) advertised keys, fewer than the "
+                f"{self.plan.min_participants} it accepts (min_participants, or t); aborting."
             )
+        # The graph seed is the hash of every advertised key (Bell et al. 2020 assume a
+        # random graph): recomputed here, so a server cannot pick one that suits it.
+        seed = self._protocol.graph_seed(self.ctx, directory.keys)
+        if directory.graph_seed != seed:
+            raise ProtocolError(
+                f"{self.who}: the key directory's graph seed is not the hash of the advertised "
+                "keys; the server chose its own masking graph. Aborting."
+            )
+        self._graph_seed = seed
+        self._roster = tuple(sorted(ids))
+        neighbours = self._protocol.neighbourhood(self.ctx, self.client_id, seed) & set(ids)
+        if len(neighbours) + 1 < self.plan.threshold:
+            raise ProtocolError(
+                f"{self.who}: only {len(neighbours) + 1} client(s) of its neighbourhood "
+                f"advertised keys, fewer than the threshold t={self.plan.threshold}; aborting "
+                "the round."
+            )
+        return neighbours
 
     def _share_keys(self, directory: KeyDirectory) -> ShareKeys:
-        self._check_directory(directory)
+        neighbours = self._check_directory(directory)
         if self._c_sk is None or self._s_sk is None:
             raise ProtocolError(f"{self.who} has no keys; phase 0 did not run.")
-        self._peers = {e.sender: e for e in directory.keys if e.sender != self.client_id}
+        self._peers = {e.sender: e for e in directory.keys if e.sender in neighbours}
         holders = sorted([self.client_id, *self._peers])
         t = self.plan.threshold
         seed = self._protocol.secret_source.self_mask_seed(self.client_id, self.ctx.round)
@@ -274,8 +313,8 @@ class SecAggClient(ClientSession):
         strangers = sorted(set(senders) - set(self._peers))
         if strangers:
             raise ProtocolError(
-                f"{self.who} got shares from client(s) {strangers}, which are not in its key "
-                "directory (outside its neighbourhood in the masking graph). Aborting."
+                f"{self.who} got shares from client(s) {strangers}, which are not its neighbours "
+                "with keys in the round's masking graph. Aborting."
             )
         if len(senders) + 1 < self.plan.threshold:
             raise ProtocolError(
@@ -333,7 +372,8 @@ class SecAggClient(ClientSession):
         return MaskedInput(self.client_id, self.ctx.round, vector)
 
     # ------------------------------------------------------------ phase 3
-    def _unmask(self, announced: SurvivorList) -> UnmaskShares:
+    def _consistency(self, announced: SurvivorList) -> ConsistencySignature:
+        """Check the announced survivor set U3 and sign it (Bonawitz et al. 2017, round 3)."""
         survivors = list(announced.survivors)
         duplicates = _repeated(survivors)
         if duplicates:
@@ -343,19 +383,85 @@ class SecAggClient(ClientSession):
                 f"{self.who}: the survivor list omits this client, which sent its masked input; "
                 "the server is faulty. Refusing to unmask."
             )
-        unknown = sorted(set(survivors) - set(self._held))
+        strangers = sorted(set(survivors) - set(self._roster))
+        if strangers:
+            raise ProtocolError(
+                f"{self.who}: the survivor list names client(s) {strangers}, whose keys were "
+                "never distributed this round. Refusing to unmask."
+            )
+        unknown = sorted((set(survivors) & set(self._peers)) - set(self._held))
         if unknown:
             raise ProtocolError(
-                f"{self.who}: the survivor list names client(s) {unknown}, which are outside its "
-                "neighbourhood or never sent it shares. Refusing to unmask."
-            )
-        if len(survivors) < self.plan.threshold:
-            raise ProtocolError(
-                f"{self.who}: only {len(survivors)} survivor(s) announced in its neighbourhood, "
-                f"fewer than t={self.plan.threshold}; refusing to unmask (the sum would expose "
-                "too few clients' inputs)."
+                f"{self.who}: the survivor list names client(s) {unknown} of its neighbourhood, "
+                "which never sent it shares. Refusing to unmask."
             )
         alive = set(survivors)
+        local = len(alive & (set(self._peers) | {self.client_id}))
+        if local < self.plan.threshold:
+            raise ProtocolError(
+                f"{self.who}: only {local} survivor(s) announced in its neighbourhood, fewer "
+                f"than t={self.plan.threshold}; refusing to unmask (the sum would expose too "
+                "few clients' inputs)."
+            )
+        if len(alive) < self.plan.min_participants:
+            raise ProtocolError(
+                f"{self.who}: only {len(alive)} survivor(s) announced, fewer than the "
+                f"{self.plan.min_participants} it accepts (min_participants, or t); refusing "
+                "to unmask."
+            )
+        graph = self._protocol.graph(self.ctx, self._graph_seed)
+        parts = components(graph, alive)
+        if len(parts) > 1:
+            raise ProtocolError(
+                f"{self.who}: the announced survivors split into {len(parts)} unconnected parts "
+                f"of the masking graph (sizes {sorted(len(p) for p in parts)}); unmasking would "
+                "reveal the sum of each part separately (Bell et al. 2020). Refusing to unmask."
+            )
+        self._survivors = tuple(sorted(alive))
+        signature = None
+        if self._signing_key is not None:
+            payload = consistency_payload(
+                self._protocol.session_id, self.ctx.round, self.client_id, self._survivors
+            )
+            signature = crypto.sign(self._signing_key, payload)
+        return ConsistencySignature(self.client_id, self.ctx.round, signature)
+
+    # ------------------------------------------------------------ phase 4
+    def _check_proof(self, proof: ConsistencyProof) -> None:
+        """Require ``t`` matching consistency signatures of its neighbourhood (Bonawitz, r. 4)."""
+        if self._survivors is None:
+            raise ProtocolError(f"{self.who} signed no survivor set; phase 3 did not run.")
+        signers = [signer for signer, _ in proof.signatures]
+        duplicates = _repeated(signers)
+        if duplicates:
+            raise ProtocolError(
+                f"{self.who}: the consistency proof repeats signer(s) {duplicates}. Aborting."
+            )
+        circle = (set(self._peers) | {self.client_id}) & set(self._survivors)
+        outside = sorted(set(signers) - circle)
+        if outside:
+            raise ProtocolError(
+                f"{self.who}: the consistency proof has signatures of client(s) {outside}, which "
+                "are not survivors of its neighbourhood. Aborting."
+            )
+        verify_keys = self._protocol.verify_keys
+        if verify_keys is not None:
+            for signer, signature in proof.signatures:
+                _verify_consistency(
+                    signer, signature, self._survivors, self.ctx.round, verify_keys,
+                    self._protocol.session_id, self.who,
+                )
+        if len(signers) < self.plan.threshold:
+            kind = "valid signatures" if verify_keys is not None else "acknowledgements"
+            raise ProtocolError(
+                f"{self.who}: only {len(signers)} {kind} of the survivor set it signed came "
+                f"from its neighbourhood, fewer than t={self.plan.threshold}: the server may "
+                "have shown other clients another set. Refusing to unmask."
+            )
+
+    def _unmask(self, proof: ConsistencyProof) -> UnmaskShares:
+        self._check_proof(proof)
+        alive = set(self._survivors or ())
         kinds = {peer: "b" if peer in alive else "s" for peer in sorted(self._held)}
         conflicts = sorted(p for p, kind in kinds.items() if self._revealed.get(p, kind) != kind)
         if conflicts:

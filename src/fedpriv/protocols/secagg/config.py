@@ -30,11 +30,18 @@ class SecAggConfig:
     """Fixed-point quantization step of the weighted update."""
     clip_mode: str = "coordinate"
     """``"coordinate"`` (clip each entry to ±clip) or ``"l2"`` (scale to L2 norm ≤ clip)."""
-    threshold: float = 0.5
-    """Fraction of a neighbourhood (a client and its neighbours) needed to unmask, in (0, 1]:
-    ``t = max(min_threshold, ceil(threshold · neighbourhood size))``."""
+    threshold: float | None = None
+    """Fraction of a neighbourhood (a client and its neighbours) needed to unmask, in (½, 1]:
+    ``t = max(min_threshold, ceil(threshold · neighbourhood size))``.  ``None`` (default): the
+    least ``t`` strictly above ½ of the neighbourhood, or above ⅔ when clients verify
+    signatures (active-server mode), which also refuses a configured fraction ≤ ⅔."""
     min_threshold: int = 2
     """Lower bound on ``t``, ≥ 2 (t − 1 colluding clients learn nothing)."""
+    min_participants: int = 2
+    """Fewest clients a client accepts in a round: in the round, among the advertised keys,
+    and among the announced survivors (the effective minimum is ``max(this, t)``).  ≥ 2.
+    Raise it where a sum over few clients is too revealing: in a sum of two, each of the
+    two reads the other's update off the aggregate."""
     max_weight: float = 1.0
     """Public upper bound on a client's FedAvg weight; weights are divided by it into (0, 1]."""
 
@@ -52,16 +59,21 @@ class SecAggConfig:
             raise ConfigError(
                 f"secagg clip_mode must be one of {list(CLIP_MODES)}; got {self.clip_mode!r}."
             )
-        if (
-            isinstance(self.threshold, bool)
-            or not isinstance(self.threshold, numbers.Real)
-            or not 0.0 < float(self.threshold) <= 1.0
-        ):
-            raise ConfigError(
-                f"secagg threshold is the fraction of a neighbourhood needed to unmask, in "
-                f"(0, 1]; got {self.threshold!r}. Use min_threshold for an absolute count."
-            )
-        object.__setattr__(self, "threshold", float(self.threshold))
+        if self.threshold is not None:
+            if (
+                isinstance(self.threshold, bool)
+                or not isinstance(self.threshold, numbers.Real)
+                or not 0.5 < float(self.threshold) <= 1.0
+            ):
+                raise ConfigError(
+                    f"secagg threshold is the fraction of a neighbourhood needed to unmask, in "
+                    f"(0.5, 1]; got {self.threshold!r}. At 1/2 or below, a server announcing "
+                    "different survivors to two halves of a neighbourhood collects the shares "
+                    "of one client's self-mask seed from one half and of its mask key from the "
+                    "other, and unmasks its update (Bonawitz et al. 2017). Leave it unset for "
+                    "the safe default, or use min_threshold for an absolute count."
+                )
+            object.__setattr__(self, "threshold", float(self.threshold))
         if (
             isinstance(self.min_threshold, bool)
             or not isinstance(self.min_threshold, numbers.Integral)
@@ -72,6 +84,16 @@ class SecAggConfig:
                 f"could reveal another's mask secrets); got {self.min_threshold!r}."
             )
         object.__setattr__(self, "min_threshold", int(self.min_threshold))
+        if (
+            isinstance(self.min_participants, bool)
+            or not isinstance(self.min_participants, numbers.Integral)
+            or self.min_participants < 2
+        ):
+            raise ConfigError(
+                f"secagg min_participants must be an integer >= 2 (the fewest clients a client "
+                f"accepts in a round); got {self.min_participants!r}."
+            )
+        object.__setattr__(self, "min_participants", int(self.min_participants))
         self.fixed_point(2)  # clip and resolution must give a usable spec
 
     def fixed_point(self, num_participants: int) -> FixedPointSpec:
@@ -117,6 +139,8 @@ class RoundPlan:
     """Neighbours per client (``n − 1`` for secagg)."""
     threshold: int
     """Shares needed to reconstruct a secret: ``t``."""
+    min_participants: int
+    """Fewest clients a client accepts in the round, among advertisers and survivors."""
     weight_bits: int
     """The weight ``w ∈ (0, 1]`` is encoded as ``max(1, round(w · 2^weight_bits))``."""
     max_weight: float

@@ -1,9 +1,10 @@
 """The typed messages of a SecAgg / SecAgg+ round, and their sizes on the wire.
 
-Owns one frozen dataclass per message of the four phases (client → server and
-the server's reply), the byte counts they are costed with, the check of a
-signed key advertisement that client and server both apply, and the boundary
-check of a message received from a client (:func:`check_client_message`).
+Owns one frozen dataclass per message of the five phases (client → server and
+the server's reply), the byte counts they are costed with, the checks of the
+signed key advertisement and consistency signature that clients and server
+apply, and the boundary check of a message received from a client
+(:func:`check_client_message`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fedpriv.protocols.base import (
     readonly_array,
 )
 from fedpriv.protocols.boundary import Received, check_bytes, check_client_ids
-from fedpriv.protocols.secagg.stages import advertise_payload
+from fedpriv.protocols.secagg.stages import advertise_payload, consistency_payload
 
 ROUND_NBYTES = 8
 """Every message carries its round number (8 bytes on the wire)."""
@@ -41,7 +42,8 @@ class AdvertiseKeys(Message):
     s_pk: bytes
     """X25519 public key of the mask pair."""
     signature: bytes | None = None
-    """Ed25519 signature of :func:`advertise_payload`, when signing keys are configured."""
+    """Ed25519 signature of :func:`advertise_payload` (session id, round, id, keys), when
+    signing keys are configured."""
 
     def nbytes(self) -> int:
         """Header + round + two keys (+ a 64-byte signature)."""
@@ -51,13 +53,18 @@ class AdvertiseKeys(Message):
 
 @dataclass(frozen=True)
 class KeyDirectory(Message):
-    """Phase 0 reply, server → client: the advertised keys of the client's neighbourhood."""
+    """Phase 0 reply, server → client: every advertisement the server accepted (U1).
+
+    All of them, not only the client's neighbours: the SecAgg+ graph seed is the hash
+    of all advertised keys, which each client recomputes (so the server cannot grind it).
+    """
 
     round: int
     keys: tuple[AdvertiseKeys, ...]
-    """One entry per advertised neighbour, the client itself included."""
+    """One entry per accepted advertisement, the client's own included."""
     graph_seed: bytes | None = None
-    """SecAgg+: the public seed of the round's masking graph; ``None`` for SecAgg."""
+    """SecAgg+: the round's graph seed, the hash of ``keys`` (clients recompute and compare);
+    ``None`` for SecAgg."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
@@ -120,7 +127,10 @@ class MaskedInput(Message):
 
 @dataclass(frozen=True)
 class SurvivorList(Message):
-    """Phase 2 reply, server → client: the client's neighbours (and itself) whose input arrived."""
+    """Phase 2 reply, server → client: every client whose masked input the server accepted (U3).
+
+    The same list goes to every survivor; each signs it in the ConsistencyCheck round.
+    """
 
     round: int
     survivors: tuple[ClientId, ...]
@@ -133,9 +143,48 @@ class SurvivorList(Message):
         return MESSAGE_HEADER_NBYTES + ROUND_NBYTES + ID_NBYTES * len(self.survivors)
 
 
+@dataclass(frozen=True)
+class ConsistencySignature(Message):
+    """Phase 3, client → server: the client's signature over the announced survivor set.
+
+    Ed25519 over :func:`consistency_payload` (session id, round, id, survivors) when
+    signing keys are configured (active-server mode); ``None`` otherwise, where the
+    message is a bare acknowledgement (honest-but-curious mode, see the spec).
+    """
+
+    round: int
+    signature: bytes | None = None
+
+    def nbytes(self) -> int:
+        """Header + round (+ a 64-byte signature)."""
+        signature = 0 if self.signature is None else len(self.signature)
+        return MESSAGE_HEADER_NBYTES + ROUND_NBYTES + signature
+
+
+@dataclass(frozen=True)
+class ConsistencyProof(Message):
+    """Phase 3 reply, server → client: the consistency signatures of the client's neighbourhood.
+
+    One ``(signer, signature)`` pair per survivor of the client's neighbourhood (itself
+    included) that signed; the client unmasks only with at least ``t`` valid ones over
+    the survivor set it signed itself (Bonawitz et al. 2017, round 3 → 4).
+    """
+
+    round: int
+    signatures: tuple[tuple[ClientId, bytes | None], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signatures", tuple(tuple(p) for p in self.signatures))
+
+    def nbytes(self) -> int:
+        """Header + round + (id + signature) per signer."""
+        payload = sum(ID_NBYTES + (0 if sig is None else len(sig)) for _, sig in self.signatures)
+        return MESSAGE_HEADER_NBYTES + ROUND_NBYTES + payload
+
+
 @dataclass(frozen=True, eq=False)
 class UnmaskShares(Message):
-    """Phase 3, client → server: per neighbour, a share of ``b_j`` or of ``s_j^SK``, never both."""
+    """Phase 4, client → server: per neighbour, a share of ``b_j`` or of ``s_j^SK``, never both."""
 
     round: int
     self_mask_shares: Mapping[ClientId, bytes] = field(repr=False)
@@ -153,23 +202,50 @@ class UnmaskShares(Message):
         return MESSAGE_HEADER_NBYTES + ROUND_NBYTES + sum(ID_NBYTES + len(s) for s in shares)
 
 
-def _verify_advertisement(
-    entry: AdvertiseKeys, verify_keys: Mapping[ClientId, bytes], who: str
-) -> None:
-    if entry.sender not in verify_keys:
+def _verify_key(verify_keys: Mapping[ClientId, bytes], client_id: ClientId, who: str) -> bytes:
+    if client_id not in verify_keys:
         raise ProtocolError(
-            f"{who}: no verify key is configured for client {entry.sender}; pass one Ed25519 "
+            f"{who}: no verify key is configured for client {client_id}; pass one Ed25519 "
             "public key per participant in verify_keys."
         )
-    if entry.signature is None:
+    return verify_keys[client_id]
+
+
+def _verify_advertisement(
+    entry: AdvertiseKeys, verify_keys: Mapping[ClientId, bytes], session_id: bytes, who: str
+) -> None:
+    verify_key = _verify_key(verify_keys, entry.sender, who)
+    if not isinstance(entry.signature, bytes):
         raise ProtocolError(f"{who}: client {entry.sender}'s advertised keys are not signed.")
-    payload = advertise_payload(entry.round, entry.sender, entry.c_pk, entry.s_pk)
+    payload = advertise_payload(session_id, entry.round, entry.sender, entry.c_pk, entry.s_pk)
     try:
-        crypto.verify(verify_keys[entry.sender], payload, entry.signature)
+        crypto.verify(verify_key, payload, entry.signature)
     except ProtocolError:
         raise ProtocolError(
             f"{who}: the signature on client {entry.sender}'s advertised keys does not verify "
-            "(forged or altered keys)."
+            "(forged or altered keys, or signed for another session or round)."
+        ) from None
+
+
+def _verify_consistency(
+    signer: ClientId,
+    signature: bytes | None,
+    survivors: tuple[ClientId, ...],
+    round_index: int,
+    verify_keys: Mapping[ClientId, bytes],
+    session_id: bytes,
+    who: str,
+) -> None:
+    verify_key = _verify_key(verify_keys, signer, who)
+    if not isinstance(signature, bytes):
+        raise ProtocolError(f"{who}: client {signer}'s consistency check is not signed.")
+    payload = consistency_payload(session_id, round_index, signer, survivors)
+    try:
+        crypto.verify(verify_key, payload, signature)
+    except ProtocolError:
+        raise ProtocolError(
+            f"{who}: client {signer}'s consistency signature does not verify over the announced "
+            "survivor set (the server showed it another set, or forged it)."
         ) from None
 
 
@@ -215,6 +291,9 @@ def check_client_message(message: Message, received: Received) -> None:
                 "the masked input must be a 1-D array of unsigned words; got "
                 f"{message.masked.dtype} of shape {message.masked.shape}."
             )
+    elif isinstance(message, ConsistencySignature):
+        if message.signature is not None:
+            check_bytes(message.signature, "the consistency signature", exact=SIGNATURE_NBYTES)
     elif isinstance(message, UnmaskShares):
         for name in ("self_mask_shares", "mask_key_shares"):
             shares = getattr(message, name)

@@ -1,7 +1,8 @@
 """The SecAgg and SecAgg+ protocol classes, and where a round's secrets come from.
 
 Owns :class:`SecAggFamily` (what both share: construction from a config, signing
-and verify keys, the round plan, session factories), :class:`SecAggProtocol`
+and verify keys, the session id, the round plan, the record of rounds each
+client has started, session factories), :class:`SecAggProtocol`
 (complete masking graph) and :class:`SecAggPlusProtocol` (random k-regular
 graph), and the secret sources: :class:`SystemSecrets` (the OS CSPRNG, the
 default) and :class:`DerivedSecrets` (deterministic, for tests and vectors only).
@@ -13,7 +14,8 @@ import abc
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from fractions import Fraction
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -35,10 +37,18 @@ from fedpriv.protocols.secagg.config import (
     SecAggPlusConfig,
     weight_fraction_bits,
 )
+from fedpriv.protocols.secagg.messages import AdvertiseKeys
 from fedpriv.protocols.secagg.server import SecAggServer
-from fedpriv.protocols.secagg.stages import NUM_PHASES, x25519_public
+from fedpriv.protocols.secagg.stages import (
+    MAX_SESSION_ID_BYTES,
+    NUM_PHASES,
+    round_binding,
+    x25519_public,
+)
 from fedpriv.protocols.secagg_graph import (
     complete_graph,
+    default_threshold,
+    derive_graph_seed,
     effective_degree,
     harary_graph,
     reconstruction_threshold,
@@ -62,10 +72,6 @@ class SecretSource(abc.ABC):
     def rounding_rng(self, client_id: ClientId, round_index: int) -> np.random.Generator:
         """Return the generator of the stochastic rounding (not secret, but unpredictable)."""
 
-    @abc.abstractmethod
-    def graph_seed(self, round_index: int) -> bytes:
-        """Return the server's public 32-byte SecAgg+ graph seed for the round."""
-
 
 class SystemSecrets(SecretSource):
     """Fresh secrets from the OS CSPRNG (``secrets``): the default, and the only safe choice."""
@@ -81,10 +87,6 @@ class SystemSecrets(SecretSource):
     def rounding_rng(self, client_id: ClientId, round_index: int) -> np.random.Generator:
         """Return a generator seeded with 128 bits from ``secrets``."""
         return np.random.default_rng(secrets.randbits(128))
-
-    def graph_seed(self, round_index: int) -> bytes:
-        """Return 32 bytes from ``secrets``."""
-        return secrets.token_bytes(32)
 
 
 class DerivedSecrets(SecretSource):
@@ -123,10 +125,6 @@ class DerivedSecrets(SecretSource):
             int.from_bytes(self.derive("rounding", round_index, client_id), "big")
         )
 
-    def graph_seed(self, round_index: int) -> bytes:
-        """Return ``derive("graph", round)``."""
-        return self.derive("graph", round_index)
-
 
 # ================================================================ protocols
 
@@ -139,10 +137,17 @@ class SecAggFamily(AggregationProtocol):
     """What SecAgg and SecAgg+ share; they differ only in the masking graph.
 
     ``signing_keys`` (client → Ed25519 private raw) makes clients sign their
-    advertised keys; ``verify_keys`` (client → Ed25519 public raw) makes clients
-    (and the server) check them — the defence against a server that forges
-    clients.  ``secret_source`` replaces the OS CSPRNG (tests and vectors only);
-    ``on_encode`` receives each client's clipping statistics.
+    advertised keys and the announced survivor set; ``verify_keys`` (client →
+    Ed25519 public raw) makes clients (and the server) check them — the defence
+    against a server that forges clients or shows clients different survivor sets
+    (active-server mode: Bonawitz et al. 2017, §6).  With either, ``session_id``
+    (1 to 255 bytes, unique per run: e.g. Flower's run id) is required: it is in every
+    signed message, so nothing signed in another run can be replayed.  In
+    active-server mode the default threshold is above ⅔ of a neighbourhood and a
+    configured one must be too; a client runs phase 0 (signs fresh keys) at most once
+    per round, and only for a round above every round it started before.
+    ``secret_source`` replaces the OS CSPRNG (tests and vectors only); ``on_encode``
+    receives each client's clipping statistics.
     """
 
     reveals_individual_updates: ClassVar[bool] = False
@@ -156,6 +161,7 @@ class SecAggFamily(AggregationProtocol):
         *,
         signing_keys: Mapping[ClientId, bytes] | None = None,
         verify_keys: Mapping[ClientId, bytes] | None = None,
+        session_id: bytes | None = None,
         secret_source: SecretSource | None = None,
         on_encode: EncodeObserver | None = None,
     ) -> None:
@@ -170,6 +176,33 @@ class SecAggFamily(AggregationProtocol):
         self.config = config
         self.signing_keys = None if signing_keys is None else MappingProxyType(dict(signing_keys))
         self.verify_keys = None if verify_keys is None else MappingProxyType(dict(verify_keys))
+        if session_id is None and (signing_keys is not None or verify_keys is not None):
+            raise ConfigError(
+                f"{type(self).__name__} with signing or verify keys needs a session_id: 1 to "
+                f"{MAX_SESSION_ID_BYTES} bytes naming this run (e.g. Flower's run id), signed "
+                "into every advertisement and consistency check so that a server cannot "
+                "replay signed messages from another run."
+            )
+        if session_id is not None and (
+            not isinstance(session_id, bytes) or not 1 <= len(session_id) <= MAX_SESSION_ID_BYTES
+        ):
+            raise ConfigError(
+                f"session_id must be 1 to {MAX_SESSION_ID_BYTES} bytes naming this run (e.g. "
+                f"str(run_id).encode()); got {session_id!r}."
+            )
+        self.session_id: bytes = b"" if session_id is None else session_id
+        if self.active and config.threshold is not None and (
+            Fraction(str(config.threshold)) <= Fraction(2, 3)
+        ):
+            raise ConfigError(
+                f"with verify_keys (active-server mode) the threshold must be above 2/3 of a "
+                f"neighbourhood; got threshold={config.threshold}. A server may show different "
+                "survivor sets to parts of a neighbourhood, and with colluders among them only "
+                "t > 2/3 keeps it from unmasking one client (Bonawitz et al. 2017, §6.3). Leave "
+                "threshold unset for the default."
+            )
+        # Client → highest round it started (ran phase 0 for); see start_round().
+        self._started: dict[ClientId, int] = {}
         self.secret_source = secret_source if secret_source is not None else SystemSecrets()
         if not isinstance(self.secret_source, SecretSource):
             raise ConfigError("secret_source must be a SecretSource (e.g. SystemSecrets()).")
@@ -182,9 +215,31 @@ class SecAggFamily(AggregationProtocol):
     def degree(self, num_participants: int) -> int:
         """Return the number of neighbours per client in a round of ``num_participants``."""
 
+    @property
+    def active(self) -> bool:
+        """Whether clients verify signatures: the active-server mode (``verify_keys`` given)."""
+        return self.verify_keys is not None
+
+    def start_round(self, client_id: ClientId, round_index: int) -> None:
+        """Record that ``client_id`` runs phase 0 of ``round_index``; refuse one not above its last.
+
+        Called by a client session with a signing key before it signs fresh keys. A
+        server that replays phase 0 of a round a client already started would get a
+        second sum over another survivor set from the same inputs (their difference is
+        one client's update), so the client refuses: :class:`ProtocolError`.
+        """
+        last = self._started.get(client_id)
+        if last is not None and round_index <= last:
+            raise ProtocolError(
+                f"{self.name} client {client_id} already started round {last}; phase 0 of round "
+                f"{round_index} is refused (a server replaying a round could learn the "
+                "difference of two sums of the same inputs). Number rounds increasingly."
+            )
+        self._started[client_id] = round_index
+
     @abc.abstractmethod
-    def draw_graph_seed(self, ctx: RoundContext) -> bytes | None:
-        """Return the server's public graph seed (``None`` for the complete graph)."""
+    def graph_seed(self, ctx: RoundContext, advertised: Iterable[AdvertiseKeys]) -> bytes | None:
+        """Return the round's graph seed from the advertised keys (``None``: complete graph)."""
 
     @abc.abstractmethod
     def graph(self, ctx: RoundContext, seed: bytes | None) -> dict[ClientId, frozenset[ClientId]]:
@@ -201,13 +256,26 @@ class SecAggFamily(AggregationProtocol):
         n = len(ctx.participants)
         spec = self.config.fixed_point(n)
         degree = self.degree(n)
-        threshold = reconstruction_threshold(
-            degree + 1, self.config.threshold, self.config.min_threshold
-        )
+        if self.config.threshold is None:
+            threshold = default_threshold(
+                degree + 1, active=self.active, minimum=self.config.min_threshold
+            )
+        else:
+            threshold = reconstruction_threshold(
+                degree + 1, self.config.threshold, self.config.min_threshold
+            )
+        minimum = max(self.config.min_participants, threshold)
+        if n < minimum:
+            raise ProtocolError(
+                f"round {ctx.round} has {n} participant(s), fewer than the {minimum} a client "
+                f"accepts (max(min_participants={self.config.min_participants}, t={threshold})); "
+                "select more clients per round."
+            )
         return RoundPlan(
             spec=spec,
             degree=degree,
             threshold=threshold,
+            min_participants=minimum,
             weight_bits=weight_fraction_bits(spec.bits, n),
             max_weight=self.config.max_weight,
         )
@@ -227,10 +295,11 @@ class SecAggProtocol(SecAggFamily):
     name: ClassVar[str] = "secagg"
     threat_model: ClassVar[str] = (
         "Honest-but-curious server, possibly colluding with up to t-1 clients, learns only the "
-        "weighted sum of the survivors' updates and the sum of their weights."
+        "weighted sum of the survivors' updates and the sum of their weights; with signing "
+        "and verify keys (t > 2/3 of n, ConsistencyCheck round) also an active server."
     )
     dropout_tolerance: ClassVar[str] = (
-        "Up to n - t clients may drop, at any of the 4 phases; with fewer than t left the round "
+        "Up to n - t clients may drop, at any of the 5 phases; with fewer than t left the round "
         "aborts (ProtocolError)."
     )
     config_type: ClassVar[type[SecAggConfig]] = SecAggConfig
@@ -239,7 +308,7 @@ class SecAggProtocol(SecAggFamily):
         """Return ``n − 1``: the complete graph."""
         return num_participants - 1
 
-    def draw_graph_seed(self, ctx: RoundContext) -> bytes | None:
+    def graph_seed(self, ctx: RoundContext, advertised: Iterable[AdvertiseKeys]) -> bytes | None:
         """Return ``None``: the complete graph needs no seed."""
         return None
 
@@ -256,11 +325,13 @@ class SecAggPlusProtocol(SecAggFamily):
     name: ClassVar[str] = "secagg+"
     threat_model: ClassVar[str] = (
         "Honest-but-curious server, possibly colluding with up to t-1 clients (t counted in a "
-        "neighbourhood of k+1), learns only the weighted sum and the sum of weights."
+        "neighbourhood of k+1), learns only the weighted sum and the sum of weights; with "
+        "signing and verify keys (t > 2/3 of k+1, ConsistencyCheck round) also an active server."
     )
     dropout_tolerance: ClassVar[str] = (
-        "Up to k+1-t clients of any neighbourhood may drop, at any of the 4 phases; otherwise "
-        "the round aborts (ProtocolError)."
+        "Up to k+1-t clients of any neighbourhood may drop, at any of the 5 phases, as long as "
+        "the survivors stay connected in the masking graph; otherwise the round aborts "
+        "(ProtocolError)."
     )
     config_type: ClassVar[type[SecAggConfig]] = SecAggPlusConfig
 
@@ -268,12 +339,19 @@ class SecAggPlusProtocol(SecAggFamily):
         """Return the configured degree capped at ``n − 1`` (default ``2·ceil(log2 n)``)."""
         return effective_degree(num_participants, self.config.degree)  # type: ignore[attr-defined]
 
-    def draw_graph_seed(self, ctx: RoundContext) -> bytes | None:
-        """Return 32 fresh public bytes (from the secret source: ``secrets`` by default)."""
-        return self.secret_source.graph_seed(ctx.round)
+    def graph_seed(self, ctx: RoundContext, advertised: Iterable[AdvertiseKeys]) -> bytes | None:
+        """Return the hash of every advertised key pair (:func:`derive_graph_seed`).
+
+        Not drawn by the server, so it cannot retry seeds until a target's neighbours
+        are its colluders (Bell et al. 2020 assume a random graph).
+        """
+        return derive_graph_seed(
+            round_binding(self.session_id, ctx.round),
+            ((e.sender, e.c_pk, e.s_pk) for e in advertised),
+        )
 
     def graph(self, ctx: RoundContext, seed: bytes | None) -> dict[ClientId, frozenset[ClientId]]:
         """Return the Harary graph of the round's degree on the ring order ``seed`` defines."""
         if not isinstance(seed, bytes) or len(seed) != 32:
-            raise ProtocolError("secagg+ needs the round's 32-byte graph seed from the server.")
+            raise ProtocolError("secagg+ needs the round's 32-byte graph seed.")
         return harary_graph(ctx.participants, self.degree(len(ctx.participants)), seed)

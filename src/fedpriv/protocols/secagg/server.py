@@ -1,9 +1,12 @@
 """The server's side of a SecAgg / SecAgg+ round, and what it observed.
 
 Owns :class:`SecAggServer`, which checks and routes the clients' messages,
-drops clients whose neighbourhood falls below ``t``, reconstructs the secrets
-it is entitled to and removes the masks; and :class:`SecAggServerView`, the
-server's observation (transcript and reconstructed secrets) handed to attacks.
+drops clients whose neighbourhood falls below ``t``, aborts a round whose
+survivors are not connected in the masking graph, forwards the consistency
+signatures, reconstructs the secrets it is entitled to (dropping a share
+holder whose shares are bad when enough good ones remain) and removes the
+masks; and :class:`SecAggServerView`, the server's observation (transcript
+and reconstructed secrets) handed to attacks.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from fedpriv.protocols.base import (
 from fedpriv.protocols.encoding import decode_sum, sum_words
 from fedpriv.protocols.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyProof,
+    ConsistencySignature,
     KeyDirectory,
     MaskedInput,
     RoutedShares,
@@ -39,6 +44,7 @@ from fedpriv.protocols.secagg.messages import (
     SurvivorList,
     UnmaskShares,
     _verify_advertisement,
+    _verify_consistency,
 )
 from fedpriv.protocols.secagg.stages import (
     KEY_NBYTES,
@@ -48,7 +54,8 @@ from fedpriv.protocols.secagg.stages import (
     self_mask_commitment,
     x25519_public,
 )
-from fedpriv.protocols.shamir import reconstruct_secret
+from fedpriv.protocols.secagg_graph import components
+from fedpriv.protocols.shamir import reconstruct_verified
 
 if TYPE_CHECKING:
     from fedpriv.protocols.secagg.protocol import SecAggFamily
@@ -67,15 +74,17 @@ class SecAggServerView(ServerView):
     bits: int
     """Word size of the masked vectors."""
     graph_seed: bytes | None
-    """The public SecAgg+ graph seed (``None`` for secagg)."""
+    """The SecAgg+ graph seed, the hash of the advertised keys (``None`` for secagg)."""
     neighbours: Mapping[ClientId, frozenset[ClientId]]
     """The public masking graph."""
     advertised: tuple[ClientId, ...]
     """Clients whose keys were accepted and distributed (U1)."""
     shared: tuple[ClientId, ...]
     """Clients whose shares were accepted and routed (U2)."""
+    signed_by: tuple[ClientId, ...]
+    """Survivors whose consistency check was accepted and forwarded (U4)."""
     unmasked_by: tuple[ClientId, ...]
-    """Survivors whose unmasking response was used (U4)."""
+    """Survivors whose unmasking response was used (U5)."""
     self_mask_seeds: Mapping[ClientId, bytes] = field(repr=False)
     """Reconstructed ``b_j`` of every survivor (the server legitimately learns them)."""
     mask_private_keys: Mapping[ClientId, bytes] = field(repr=False)
@@ -106,6 +115,8 @@ class SecAggServer(ServerSession):
     A message that fails the server's checks is discarded, the reason kept in
     ``view().rejected``, and its sender counts as dropped from that phase on; the
     round goes on if enough clients remain, else raises :class:`ProtocolError`.
+    An unmasking share that does not reconstruct the committed secret is dropped
+    with every share its holder sent, when ``t`` good ones remain.
     """
 
     num_phases = NUM_PHASES
@@ -114,8 +125,9 @@ class SecAggServer(ServerSession):
         self.ctx = ctx
         self.plan = protocol.plan(ctx)
         self._protocol = protocol
-        self.graph_seed = protocol.draw_graph_seed(ctx)
-        self.graph = protocol.graph(ctx, self.graph_seed)
+        # SecAgg+: the graph seed is the hash of the advertised keys, known after phase 0.
+        self.graph_seed: bytes | None = None
+        self.graph: dict[ClientId, frozenset[ClientId]] = {}
         self._phase = 0
         self._transcript: list[Message] = []
         self._rejected: dict[ClientId, str] = {}
@@ -126,7 +138,9 @@ class SecAggServer(ServerSession):
         self._masked: dict[ClientId, MaskedInput] = {}  # U3
         self._masked_sum: np.ndarray | None = None  # Σ of U3's masked inputs, mod 2^bits
         self._announced: dict[ClientId, frozenset[ClientId]] = {}
-        self._unmasked: dict[ClientId, UnmaskShares] = {}  # U4
+        self._signed: dict[ClientId, ConsistencySignature] = {}  # U4
+        self._proved: set[ClientId] = set()  # clients sent t matching signatures
+        self._unmasked: dict[ClientId, UnmaskShares] = {}  # U5
         self._self_mask_seeds: dict[ClientId, bytes] = {}
         self._mask_keys: dict[ClientId, bytes] = {}
         self._result: tuple[np.ndarray, float, tuple[ClientId, ...]] | None = None
@@ -178,7 +192,7 @@ class SecAggServer(ServerSession):
         self._phase += 1
         self._transcript.extend(messages.values())
         handler = (self._collect_keys, self._collect_shares, self._collect_masked,
-                   self._collect_unmask)[phase]
+                   self._collect_consistency, self._collect_unmask)[phase]
         return handler(messages)
 
     def _thin(
@@ -212,7 +226,7 @@ class SecAggServer(ServerSession):
                 continue
             if verify_keys is not None:
                 try:
-                    _verify_advertisement(keys, verify_keys, self.who)
+                    _verify_advertisement(keys, verify_keys, self._protocol.session_id, self.who)
                 except ProtocolError as err:
                     self._reject(client_id, f"phase 0: {err}")
                     continue
@@ -235,6 +249,10 @@ class SecAggServer(ServerSession):
                 f"advertised valid keys, fewer than the threshold t={t}; the round is aborted. "
                 "Select more clients, or lower threshold / min_threshold."
             )
+        self._check_minimum(len(members), "advertised valid keys")
+        roster = tuple(candidates[c] for c in sorted(candidates))
+        self.graph_seed = self._protocol.graph_seed(self.ctx, roster)
+        self.graph = self._protocol.graph(self.ctx, self.graph_seed)
         self._thin(members, self._closed_neighbourhood)
         if len(members) < t:
             raise ProtocolError(
@@ -242,17 +260,24 @@ class SecAggServer(ServerSession):
                 "the round is aborted (too many dropouts)."
             )
         self._advertised = {c: candidates[c] for c in sorted(members)}
+        # Every client gets every accepted advertisement (it recomputes the graph seed
+        # from them), and shares with its neighbours among them; clients thinned out
+        # above get no directory, so they never share and count as dropped.
         replies: dict[ClientId, Message] = {}
         for client_id in self._advertised:
-            circle = self._closed_neighbourhood(client_id) & members
-            self._directory[client_id] = frozenset(circle)
-            replies[client_id] = KeyDirectory(
-                SERVER_ID,
-                self.ctx.round,
-                tuple(self._advertised[c] for c in sorted(circle)),
-                self.graph_seed,
+            self._directory[client_id] = self._closed_neighbourhood(client_id) & frozenset(
+                candidates
             )
+            replies[client_id] = KeyDirectory(SERVER_ID, self.ctx.round, roster, self.graph_seed)
         return replies
+
+    def _check_minimum(self, count: int, what: str) -> None:
+        minimum = self.plan.min_participants
+        if count < minimum:
+            raise ProtocolError(
+                f"{self.who}: only {count} client(s) {what}, fewer than the {minimum} every "
+                "client accepts (min_participants, or t); the round is aborted."
+            )
 
     def _closed_neighbourhood(self, client_id: ClientId) -> frozenset[ClientId]:
         return self.graph[client_id] | {client_id}
@@ -352,11 +377,20 @@ class SecAggServer(ServerSession):
                     f"{client_id}, fewer than t={t}, so its masks could never be removed; "
                     "the round is aborted (too many dropouts in one neighbourhood)."
                 )
+        self._check_minimum(len(survivors), "sent a masked input")
+        parts = components(self.graph, survivors)
+        if len(parts) > 1:
+            raise ProtocolError(
+                f"{self.who}: the survivors split into {len(parts)} unconnected parts of the "
+                f"masking graph (sizes {sorted(len(p) for p in parts)}): unmasking would reveal "
+                "the sum of each part on its own (Bell et al. 2020), so the round is aborted "
+                "(too many dropouts; a larger degree keeps the graph connected)."
+            )
+        announced = tuple(sorted(survivors))
         replies: dict[ClientId, Message] = {}
-        for client_id in sorted(survivors):
-            announced = (self._routed[client_id] | {client_id}) & survivors
-            self._announced[client_id] = frozenset(announced)
-            replies[client_id] = SurvivorList(SERVER_ID, self.ctx.round, tuple(sorted(announced)))
+        for client_id in announced:
+            self._announced[client_id] = (self._routed[client_id] | {client_id}) & survivors
+            replies[client_id] = SurvivorList(SERVER_ID, self.ctx.round, announced)
         return replies
 
     def _holders(self, client_id: ClientId) -> frozenset[ClientId]:
@@ -366,13 +400,63 @@ class SecAggServer(ServerSession):
         }
 
     # ------------------------------------------------------------ phase 3
+    def _collect_consistency(
+        self, messages: Mapping[ClientId, Message]
+    ) -> dict[ClientId, Message]:
+        """Check the signatures over U3; forward each neighbourhood's (Bonawitz et al., round 3)."""
+        survivors = tuple(sorted(self._masked))
+        verify_keys = self._protocol.verify_keys
+        for client_id, message in messages.items():
+            if not self._accept(3, client_id, message, ConsistencySignature):
+                continue
+            signed: ConsistencySignature = message  # type: ignore[assignment]
+            if client_id not in self._announced:
+                self._reject(client_id, "phase 3: consistency check from a non-survivor")
+                continue
+            if verify_keys is not None:
+                try:
+                    _verify_consistency(
+                        client_id, signed.signature, survivors, self.ctx.round, verify_keys,
+                        self._protocol.session_id, self.who,
+                    )
+                except ProtocolError as err:
+                    self._reject(client_id, f"phase 3: {err}")
+                    continue
+            elif signed.signature is not None:
+                self._reject(client_id, "phase 3: a signature where no verify keys are configured")
+                continue
+            self._signed[client_id] = signed
+        t = self.plan.threshold
+        if len(self._signed) < t:
+            raise ProtocolError(
+                f"{self.who}: only {len(self._signed)} survivor(s) signed the survivor set, "
+                f"fewer than the threshold t={t}; the round is aborted."
+            )
+        replies: dict[ClientId, Message] = {}
+        signers = frozenset(self._signed)
+        for client_id in sorted(signers):
+            circle = sorted(self._closed_neighbourhood(client_id) & signers)
+            if len(circle) < t:
+                # The client would refuse to unmask: it is left out of phase 4.
+                self._reject(client_id, f"phase 3: fewer than t={t} of its neighbourhood signed")
+                continue
+            self._proved.add(client_id)
+            replies[client_id] = ConsistencyProof(
+                SERVER_ID,
+                self.ctx.round,
+                tuple((c, self._signed[c].signature) for c in circle),
+            )
+        return replies
+
+    # ------------------------------------------------------------ phase 4
     def _collect_unmask(self, messages: Mapping[ClientId, Message]) -> dict[ClientId, Message]:
         for client_id, message in messages.items():
-            if not self._accept(3, client_id, message, UnmaskShares):
+            if not self._accept(4, client_id, message, UnmaskShares):
                 continue
             response: UnmaskShares = message  # type: ignore[assignment]
-            if client_id not in self._announced:
-                self._reject(client_id, "phase 3: unmasking response from a non-survivor")
+            if client_id not in self._proved:
+                self._reject(client_id, "phase 4: unmasking response from a client that was "
+                             "not sent a consistency proof")
                 continue
             held = self._routed[client_id] | {client_id}
             want_seeds = self._announced[client_id]
@@ -381,12 +465,12 @@ class SecAggServer(ServerSession):
             if seeds & keys:
                 self._reject(
                     client_id,
-                    f"phase 3: revealed both shares for client(s) {sorted(seeds & keys)}",
+                    f"phase 4: revealed both shares for client(s) {sorted(seeds & keys)}",
                 )
             elif seeds != want_seeds or keys != want_keys:
                 self._reject(
                     client_id,
-                    f"phase 3: revealed self-mask shares for {sorted(seeds)} and mask-key shares "
+                    f"phase 4: revealed self-mask shares for {sorted(seeds)} and mask-key shares "
                     f"for {sorted(keys)}; expected {sorted(want_seeds)} and {sorted(want_keys)}",
                 )
             else:
@@ -402,21 +486,67 @@ class SecAggServer(ServerSession):
             if client_id in getattr(response, attribute)
         }
 
-    def _reconstruct(self, client_id: ClientId, kind: str) -> bytes:
+    def _reconstruct(
+        self, client_id: ClientId, kind: str
+    ) -> tuple[bytes, frozenset[ClientId]]:
+        """Return ``client_id``'s secret of ``kind`` and the holders whose shares are bad.
+
+        The secret is checked against what it must match — the commitment to ``b_j``,
+        the advertised ``s_j^PK`` — so with more than ``t`` shares a bad one is found and
+        its holder named, instead of the round aborting (or a wrong sum coming out).
+        """
         what = "self-mask seed" if kind == "b" else "mask private key"
         shares = self._shares_of(client_id, kind)
         t = self.plan.threshold
         if len(shares) < t:
             raise ProtocolError(
                 f"{self.who}: only {len(shares)} share(s) of client {client_id}'s {what} "
-                f"arrived, fewer than t={t}; the round is aborted (too many dropouts in phase 3)."
+                f"arrived, fewer than t={t}; the round is aborted (too many dropouts in phase 4)."
             )
+        if kind == "b":
+            expected = self._shared[client_id].self_mask_commitment
+
+            def check(secret: bytes) -> bool:
+                commitment = self_mask_commitment(self.ctx.round, client_id, secret)
+                return hmac.compare_digest(commitment, expected)
+        else:
+            public = self._advertised[client_id].s_pk
+
+            def check(secret: bytes) -> bool:
+                return hmac.compare_digest(x25519_public(secret), public)
+
         try:
-            return reconstruct_secret(shares, threshold=t, secret_len=32)
+            return reconstruct_verified(shares, threshold=t, check=check, secret_len=32)
         except ProtocolError as err:
             raise ProtocolError(
-                f"{self.who}: cannot reconstruct client {client_id}'s {what}: {err}"
+                f"{self.who}: cannot reconstruct client {client_id}'s {what}: {err} The round "
+                "is aborted rather than returning a wrong sum."
             ) from None
+
+    def _gather_masks(
+        self, survivors: tuple[ClientId, ...]
+    ) -> tuple[list[tuple[bytes, int]], frozenset[ClientId]]:
+        """Return the masks to remove, or (``[]``, the holders of bad shares found)."""
+        masks: list[tuple[bytes, int]] = []
+        self._self_mask_seeds, self._mask_keys = {}, {}
+        for client_id in survivors:
+            seed, bad = self._reconstruct(client_id, "b")
+            if bad:
+                return [], bad
+            self._self_mask_seeds[client_id] = seed
+            masks.append((seed, -1))
+        for dropped in sorted(set(self._shared) - set(self._masked)):
+            partners = sorted(c for c in survivors if dropped in self._routed[c])
+            if not partners:
+                continue
+            private, bad = self._reconstruct(dropped, "s")
+            if bad:
+                return [], bad
+            self._mask_keys[dropped] = private
+            for survivor in partners:
+                seed = crypto.derive_key(private, self._advertised[survivor].s_pk, info=MASK_INFO)
+                masks.append((seed, -pairwise_sign(survivor, dropped)))
+        return masks, frozenset()
 
     def finish(self) -> tuple[np.ndarray, float, tuple[ClientId, ...]]:
         """Unmask and decode: return (Σ w·Δ / Σ w, Σ w · max_weight, survivors)."""
@@ -434,33 +564,16 @@ class SecAggServer(ServerSession):
         if self._masked_sum is None:
             raise ProtocolError(f"{self.who}: finish() without any masked input.")
         # Every mask to remove is gathered (and checked) first, then removed in one pass.
-        masks: list[tuple[bytes, int]] = []
-        for client_id in survivors:
-            seed = self._reconstruct(client_id, "b")
-            commitment = self_mask_commitment(self.ctx.round, client_id, seed)
-            if not hmac.compare_digest(commitment, self._shared[client_id].self_mask_commitment):
-                raise ProtocolError(
-                    f"{self.who}: the reconstructed self-mask seed of client {client_id} does not "
-                    "match its commitment: a share holder sent a corrupted share. The round is "
-                    "aborted rather than returning a wrong sum."
-                )
-            self._self_mask_seeds[client_id] = seed
-            masks.append((seed, -1))
-        for dropped in sorted(set(self._shared) - set(self._masked)):
-            partners = sorted(c for c in survivors if dropped in self._routed[c])
-            if not partners:
-                continue
-            private = self._reconstruct(dropped, "s")
-            if x25519_public(private) != self._advertised[dropped].s_pk:
-                raise ProtocolError(
-                    f"{self.who}: the reconstructed mask key of dropped client {dropped} does not "
-                    "match its advertised public key: a share holder sent a corrupted share. "
-                    "The round is aborted rather than returning a wrong sum."
-                )
-            self._mask_keys[dropped] = private
-            for survivor in partners:
-                seed = crypto.derive_key(private, self._advertised[survivor].s_pk, info=MASK_INFO)
-                masks.append((seed, -pairwise_sign(survivor, dropped)))
+        # A holder caught sending a bad share loses all its shares, and the gathering
+        # starts over without them (at most once per holder).
+        while True:
+            masks, bad = self._gather_masks(survivors)
+            if not bad:
+                break
+            for holder in sorted(bad):
+                self._reject(holder, "phase 4: sent an unmasking share off the committed "
+                             "secret's polynomial (corrupted or forged); all its shares dropped")
+                self._unmasked.pop(holder, None)
         total = self._masked_sum.copy()  # kept intact, so that a failed finish() can be rerun
         crypto.add_masks(total, masks, bits=plan.bits)
         weight_word = int(total[-1])
@@ -494,6 +607,7 @@ class SecAggServer(ServerSession):
             neighbours=self.graph,
             advertised=tuple(self._advertised),
             shared=tuple(self._shared),
+            signed_by=tuple(sorted(self._signed)),
             unmasked_by=tuple(sorted(self._unmasked)),
             self_mask_seeds=self._self_mask_seeds,
             mask_private_keys=self._mask_keys,

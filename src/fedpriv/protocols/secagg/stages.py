@@ -2,7 +2,8 @@
 
 Owns the domain separators and HKDF ``info`` strings, the phase count and key
 size, and the bytes-in/bytes-out steps that the client and server sessions wrap:
-the signed advertisement payload, the self-mask commitment, the share plaintext
+the signed payloads (key advertisement, consistency check — both bound to the
+run's session id and the round), the self-mask commitment, the share plaintext
 layout, and the masking of an encoded input (spec: ``protocols/secagg.md``).
 """
 
@@ -23,11 +24,15 @@ ENCRYPTION_INFO = b"fedpriv/secagg/enc"
 """HKDF ``info`` of the pairwise key that encrypts shares (from the ``c`` key pairs)."""
 MASK_INFO = b"fedpriv/secagg/mask"
 """HKDF ``info`` of the pairwise mask seed ``s_ij`` (from the ``s`` key pairs)."""
-ADVERTISE_DOMAIN = b"fedpriv/secagg/advertise/v1"
-"""Prefix of the bytes a client signs: ``‖ round ‖ id`` (``>qq``) ``‖ c_pk ‖ s_pk``."""
+ADVERTISE_DOMAIN = b"fedpriv/secagg/advertise/v2"
+"""Prefix of the advertisement a client signs: ``‖ session ‖ round ‖ id ‖ c_pk ‖ s_pk``."""
+CONSISTENCY_DOMAIN = b"fedpriv/secagg/consistency/v1"
+"""Prefix of the consistency check a client signs: ``‖ session ‖ round ‖ id ‖ survivors``."""
+MAX_SESSION_ID_BYTES = 255
+"""Longest session (run) id: it travels as one length byte and the bytes."""
 COMMITMENT_DOMAIN = b"fedpriv/secagg/self-mask-commitment/v1"
 """Prefix of the self-mask commitment ``SHA-256(domain ‖ round ‖ id ‖ b_i)``."""
-NUM_PHASES = 4
+NUM_PHASES = 5
 KEY_NBYTES = crypto.KEY_BYTES
 
 _SHARE_HEADER = struct.Struct(">qqHH")
@@ -38,9 +43,52 @@ def x25519_public(private_raw: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private_raw).public_key().public_bytes_raw()
 
 
-def advertise_payload(round_index: int, client_id: ClientId, c_pk: bytes, s_pk: bytes) -> bytes:
-    """Return the bytes a client signs when advertising its keys (active-server variant)."""
-    return ADVERTISE_DOMAIN + struct.pack(">qq", round_index, client_id) + c_pk + s_pk
+def session_field(session_id: bytes) -> bytes:
+    """Return ``len (1 byte) ‖ session_id``: how a session id enters every signed payload."""
+    if not isinstance(session_id, bytes) or len(session_id) > MAX_SESSION_ID_BYTES:
+        raise ProtocolError(
+            f"a session id is at most {MAX_SESSION_ID_BYTES} bytes; got "
+            f"{type(session_id).__name__} of length {len(session_id)}."
+            if isinstance(session_id, bytes)
+            else f"a session id must be bytes; got {type(session_id).__name__}."
+        )
+    return bytes([len(session_id)]) + session_id
+
+
+def round_binding(session_id: bytes, round_index: int) -> bytes:
+    """Return ``session_field(session_id) ‖ round`` (``>q``): what binds a value to one round."""
+    return session_field(session_id) + struct.pack(">q", round_index)
+
+
+def advertise_payload(
+    session_id: bytes, round_index: int, client_id: ClientId, c_pk: bytes, s_pk: bytes
+) -> bytes:
+    """Return the bytes a client signs when advertising its keys (active-server variant).
+
+    ``ADVERTISE_DOMAIN ‖ len ‖ session_id ‖ round ‖ id`` (``>qq``) ``‖ c_pk ‖ s_pk``: the
+    session id stops a server from replaying a signed advertisement from another
+    run, the round from another round of this run.
+    """
+    return (
+        ADVERTISE_DOMAIN + session_field(session_id)
+        + struct.pack(">qq", round_index, client_id) + c_pk + s_pk
+    )
+
+
+def consistency_payload(
+    session_id: bytes, round_index: int, client_id: ClientId, survivors: tuple[ClientId, ...]
+) -> bytes:
+    """Return the bytes a client signs in the ConsistencyCheck round (Bonawitz et al. 2017, §6).
+
+    ``CONSISTENCY_DOMAIN ‖ len ‖ session_id ‖ round ‖ id ‖ count`` (``>qqQ``) then each
+    survivor id (``>q``) in increasing order: the survivor set the server announced.
+    """
+    ordered = sorted(survivors)
+    return (
+        CONSISTENCY_DOMAIN + session_field(session_id)
+        + struct.pack(">qqQ", round_index, client_id, len(ordered))
+        + b"".join(struct.pack(">q", c) for c in ordered)
+    )
 
 
 def self_mask_commitment(round_index: int, client_id: ClientId, seed: bytes) -> bytes:
