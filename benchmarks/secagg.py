@@ -229,6 +229,10 @@ class PhaseTimer:
         """Run the server session's phase, timed."""
         return self._timed(phase, self.inner.collect, messages)
 
+    def check_message(self, phase: int, client_id: int, message: Any) -> None:
+        """Run the server session's boundary check of one client's message."""
+        self.inner.check_message(phase, client_id, message)
+
     def stats(self) -> Any:
         """Return the client session's stats."""
         return self.inner.stats()
