@@ -52,8 +52,15 @@ DELTA = 1e-5
 TOLERANCE = 0.05
 """DESIGN.md: every printed ε is reproduced within 5 % by an independent accountant."""
 PLD_INTERVAL = 1e-3
-ACCOUNTANT_CHOICES = (None, *ACCOUNTANTS)
-"""None: DPConfig's default accountant, whatever it is."""
+ACCOUNTANT_CHOICES = ACCOUNTANTS
+"""Every accountant a run can name (the default, PRV, is among them: see
+``test_the_default_accountant_is_covered``)."""
+
+
+def test_the_default_accountant_is_covered() -> None:
+    from fedpriv.dp.config import DPConfig
+
+    assert DPConfig().accountant in ACCOUNTANT_CHOICES
 
 Relation = dp_accounting.NeighboringRelation
 
