@@ -17,7 +17,7 @@ import abc
 import math
 import numbers
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -58,6 +58,22 @@ def readonly_array(values: Any, *, dtype: Any = None) -> np.ndarray:
     array = np.array(values, dtype=dtype, copy=True)
     array.setflags(write=False)
     return array
+
+
+def advance_round(
+    latest: dict[Any, int], key: Any, round_index: int, refusal: Callable[[int], str],
+) -> None:
+    """Record ``round_index`` as ``key``'s latest round; refuse one not above the last.
+
+    The guard against a server re-running a round a party already took part in
+    (two sums of the same inputs over different sets reveal their difference):
+    raises :class:`ProtocolError` with ``refusal(last)`` when ``round_index`` is
+    not greater than the round recorded for ``key``.
+    """
+    last = latest.get(key)
+    if last is not None and round_index <= last:
+        raise ProtocolError(refusal(last))
+    latest[key] = round_index
 
 
 def check_weight(weight: Any, what: str) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpriv.errors import ConfigError, ProtocolError
-from fedpriv.protocols.base import ClientId
+from fedpriv.protocols.base import ClientId, advance_round
 
 
 class ReleaseLedger:
@@ -92,15 +92,10 @@ class ReleaseLedger:
         Raises:
             ProtocolError: If it already signed an upload for this or a later round.
         """
-        entry = f"{session_id.hex()}/{client_id}"
-        last = self._uploads.get(entry)
-        if last is not None and round_index <= last:
-            raise ProtocolError(
-                f"{who} already signed an upload for round {last} of this session; a second "
-                f"upload for round {round_index} is refused (a server re-running a round with "
-                "other survivors would learn the difference of two sums)."
-            )
-        self._uploads[entry] = round_index
+        advance_round(self._uploads, f"{session_id.hex()}/{client_id}", round_index, lambda last: (
+            f"{who} already signed an upload for round {last} of this session; a second "
+            f"upload for round {round_index} is refused (a server re-running a round with "
+            "other survivors would learn the difference of two sums)."))
         self._save()
 
     def record_release(self, session_id: bytes, round_index: int, max_releases: int,

@@ -28,6 +28,7 @@ from fedpriv.protocols.base import (
     ClientId,
     ClientInput,
     RoundContext,
+    advance_round,
 )
 from fedpriv.protocols.encoding import EncodeStats
 from fedpriv.protocols.secagg.client import SecAggClient
@@ -228,14 +229,10 @@ class SecAggFamily(AggregationProtocol):
         second sum over another survivor set from the same inputs (their difference is
         one client's update), so the client refuses: :class:`ProtocolError`.
         """
-        last = self._started.get(client_id)
-        if last is not None and round_index <= last:
-            raise ProtocolError(
-                f"{self.name} client {client_id} already started round {last}; phase 0 of round "
-                f"{round_index} is refused (a server replaying a round could learn the "
-                "difference of two sums of the same inputs). Number rounds increasingly."
-            )
-        self._started[client_id] = round_index
+        advance_round(self._started, client_id, round_index, lambda last: (
+            f"{self.name} client {client_id} already started round {last}; phase 0 of round "
+            f"{round_index} is refused (a server replaying a round could learn the "
+            "difference of two sums of the same inputs). Number rounds increasingly."))
 
     @abc.abstractmethod
     def graph_seed(self, ctx: RoundContext, advertised: Iterable[AdvertiseKeys]) -> bytes | None:
