@@ -366,13 +366,6 @@ def plan_runs_dp(config: AuditConfig, dataset: FederatedDataset) -> dict[str, DP
     return {run.name: plan_run_dp(config, run, sizes) for run in config.runs}
 
 
-def uses_run_secret(run: RunConfig) -> bool:
-    """Whether ``run`` draws its DP randomness from a stored per-run secret."""
-    dp = run.dp_config()
-    return dp.enabled and not dp.deterministic and not (
-        dp.secure_mode and dp.mode in ("user", "distributed"))
-
-
 def check_run_secrets(config: AuditConfig, out_dir: Path) -> None:
     """Before resuming: every checkpointed DP run's secret must be there, readable, private.
 
@@ -381,19 +374,20 @@ def check_run_secrets(config: AuditConfig, out_dir: Path) -> None:
     uninterrupted one.
     """
     for run in config.runs:
-        if uses_run_secret(run) and load_checkpoint(checkpoint_path(out_dir, run)) is not None:
-            read_secret(checkpoint_path(out_dir, run).parent / SECRET_FILE)
+        path = checkpoint_path(out_dir, run)
+        if run.dp_config().uses_secret and path.exists():
+            read_secret(path.parent / SECRET_FILE)
 
 
-def dp_secret_for(run: RunConfig, run_dir: Path, *, resume: bool) -> bytes | None:
+def dp_secret_for(run: RunConfig, out_dir: Path, *, resume: bool) -> bytes | None:
     """Return the run's DP secret: read back when its checkpoint is resumed, else new."""
-    if not uses_run_secret(run):
+    if not run.dp_config().uses_secret:
         return None
     # Resuming continues the run whose secret was drawn: its checkpoint needs it, and a run
     # killed before its first checkpoint reuses the secret it already wrote.
-    resuming = resume and ((run_dir / SECRET_FILE).exists()
-                           or load_checkpoint(run_dir / "checkpoint.pt") is not None)
-    return run_secret(run_dir, resume=resuming)
+    path = checkpoint_path(out_dir, run)
+    resuming = resume and ((path.parent / SECRET_FILE).exists() or path.exists())
+    return run_secret(path.parent, resume=resuming)
 
 
 def run_audit(
@@ -453,7 +447,7 @@ def run_audit(
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
                 checkpoint_path=checkpoint_path(out, run),
                 fingerprint=run_fingerprint(config, run), dp=plans[run.name],
-                dp_secret=dp_secret_for(run, run_dir, resume=resume),
+                dp_secret=dp_secret_for(run, out, resume=resume),
                 nominal_sizes=[c.nominal_size for c in dataset.clients],
             )
             outcome.training = trainer.run(

@@ -139,6 +139,16 @@ class DPConfig:
         return self.mode != "none"
 
     @property
+    def uses_secret(self) -> bool:
+        """Whether the run's DP randomness comes from a stored per-run secret.
+
+        Not in the deterministic debugging mode (keys from the seed), nor under
+        ``secure_mode`` for ``user``/``distributed`` (every key fresh from the OS).
+        """
+        return self.enabled and not self.deterministic and not (
+            self.secure_mode and self.mode in ("user", "distributed"))
+
+    @property
     def effective_clip(self) -> float:
         """The clip bound, with the mode's default when none was given."""
         if self.clip is not None:

@@ -254,7 +254,7 @@ class FederatedTrainer:
         if dp is not None:
             if dp.config.deterministic:
                 self._dp_seed = seed
-            elif not (dp.config.secure_mode and dp.mode in ("user", "distributed")):
+            elif dp.config.uses_secret:
                 if dp_secret is None:
                     if checkpoint_path is not None:
                         logger.warning("a DP run without its stored secret: a resumed run will "
