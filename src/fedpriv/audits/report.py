@@ -77,10 +77,12 @@ def _privacy(outcome: RunOutcome) -> dict[str, Any]:
         "replace_one_epsilon": plan.replace_one_epsilon,
         "participation_secret": plan.participation_secret,
         "participants_listed": not participation_hidden(outcome),
-        "randomness": ("deterministic: derived from the public seed (debugging)"
-                       if plan.config.deterministic else
-                       "secret: keys from a per-run secret drawn from the OS, kept beside the "
-                       "checkpoint, never reported"),
+        "randomness": (
+            "deterministic: derived from the public seed (debugging)"
+            if plan.config.deterministic else
+            "secret: keys from a per-run secret drawn from the OS, kept beside the "
+            "checkpoint, never reported" if plan.config.uses_secret else
+            "secret: every key fresh from the OS (secure_mode; not resumable bit for bit)"),
         "per_client_epsilon": list(plan.per_client_epsilon) or None,
         "warnings": list(plan.warnings),
     }
