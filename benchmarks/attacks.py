@@ -138,6 +138,14 @@ def inversion_grid(batches: list[int], ranks: list[int], steps_list: list[int],
     return rows
 
 
+MIA_FIGURES = ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci")
+"""Copied from report.json per attack; a TPR the non-members cannot resolve is null."""
+
+
+def _figures(prefix: str, attack: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{key}": attack.get(key) for key in MIA_FIGURES}
+
+
 def membership(quick: bool) -> dict[str, Any]:
     """Train to memorise without DP and with sample-level DP ε = 3; report MIA and canaries."""
     rounds = 3 if quick else 12
@@ -168,15 +176,13 @@ def membership(quick: bool) -> dict[str, Any]:
         result[run["name"]] = {
             "perplexity": run["utility"]["perplexity"],
             "epsilon": run["privacy"]["epsilon"],
-            "mia_auc": leakage["mia"]["auc"], "mia_attack": leakage["mia"]["attack"],
-            "loss_auc": attacks["loss"]["auc"],
-            "loss_tpr_at_1pct_fpr": attacks["loss"]["tpr_at_1pct_fpr"],
-            "reference_auc": attacks["reference_ratio[base]"]["auc"],
-            "reference_tpr_at_1pct_fpr": attacks["reference_ratio[base]"]["tpr_at_1pct_fpr"],
+            "mia_auc": leakage["mia"]["auc"], "mia_auc_ci": leakage["mia"].get("auc_ci"),
+            "mia_attack": leakage["mia"]["attack"],
+            **_figures("loss", attacks["loss"]),
+            **_figures("reference", attacks["reference_ratio[base]"]),
             "calibrated_attack": calibrated["attack"],
-            "calibrated_auc": calibrated["auc"],
-            "calibrated_tpr_at_1pct_fpr": calibrated["tpr_at_1pct_fpr"],
-            "attacks": {name: {"auc": a["auc"], "tpr_at_1pct_fpr": a["tpr_at_1pct_fpr"]}
+            **_figures("calibrated", calibrated),
+            "attacks": {name: {key: a.get(key) for key in MIA_FIGURES}
                         for name, a in attacks.items()},
             "canary_exposure_mean": canary.get("exposure_mean"),
             "canary_baseline": canary.get("random_baseline"),

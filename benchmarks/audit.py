@@ -1,35 +1,44 @@
-"""Benchmark: the one-run empirical ε (Steinke, Nasr & Jagielski 2023) against the theoretical ε.
+"""Benchmark: can the audits tell ε = 1 from ε = 8? One-run bounds against their idealized ceilings.
 
-On the built-in model, a configuration that memorises (4 clients, 20 member
-records each, 16 rounds of 20 local AdamW steps at lr 2e-3, LoRA rank 64 on every
-linear layer: q/k/v/o and the MLP's gate/up/down) is audited with 1000
-canaries, each trained on with probability ½:
+Every audit gives a one-run lower bound on ε (Steinke, Nasr & Jagielski 2023,
+the (ε, δ) analysis, and the f-DP analysis of Mahloujifar, Melis & Chaudhuri
+2024 on the same guesses), recorded beside its **idealized ceiling**
+(``idealized_lower_bound``: the median bound a perfect attack reaches on an
+ideal Gaussian mechanism of exactly the stated ε, with the same m, guess ladder
+and analysis; :func:`fedpriv.audits.ceiling.idealized_lower_bound`).  Parts:
 
-* ``no-dp``: no DP; the bound should come near its ceiling (1000 guesses, all
-  correct, 95%, δ = 1e-5: about 5.8; with the guess ladder's Bonferroni
-  correction about 5.1 at 800 guesses);
-* ``sample-dp-eps8``: DP-SGD at ε = 8; the bound is reported beside 8 and must
-  stay below it;
-* the cost of auditing (``overhead``): the audited run's training plus canary
-  scoring time over the same run's training time without canaries, minus 1,
-  measured side by side in this process with the two runs alternated twice
-  (4 rounds each, batch 10 so both train on full batches), which a shared
-  machine's load swings disturb less.  ``--overhead-only`` measures just that.
+* ``text`` — black-box input-space canaries on the final model (memorising
+  configuration: 4 clients × 20 members, 16 rounds × 20 AdamW steps, LoRA
+  rank 64 on every linear layer), without DP and under sample-level DP at ε = 8,
+  where the same run also carries ``gradient`` canaries: white-box Dirac
+  canaries inserted into one client's DP-SGD steps, scored on what the server
+  saw (every round's update of that client) and on the final model;
+* ``client`` — canary clients (Andrew et al. 2024) under user-level DP at ε = 8
+  and ε = 4 and distributed DP at ε = 8, scored on every round's released
+  aggregate and on the final model, with Andrew et al.'s ε estimate;
+* ``mutation`` — at a stated ε = 1, each DP mode with its noise divided by 10
+  and removed (``noise/10``, ``no-noise``) must be flagged; with the real noise
+  (three seeds) it must not;
+* ``overhead`` — auditing's cost: training plus scoring with canaries over
+  training without, runs alternated A/B/A/B.
 
-Writes ``benchmarks/results/audit.json``; the table in ``benchmarks/RESULTS.md``
-is written from it by hand.
+Writes ``benchmarks/results/audit.json``: ``rows`` (one per run × audit ×
+observation × analysis, the keys of issue 16), ``acceptance`` and the raw
+reports' audit blocks; the table in ``benchmarks/RESULTS.md`` is written from it.
 
-    python benchmarks/audit.py                  # about 6 minutes on 2 cores
-    python benchmarks/audit.py --quick          # 200 canaries, short training (smoke run)
-    python benchmarks/audit.py --overhead-only  # A/B/A/B timing of auditing's cost only
+    python benchmarks/audit.py                  # about 30 minutes on 2 cores
+    python benchmarks/audit.py --quick          # a smoke run (fewer canaries, rounds)
+    python benchmarks/audit.py --only client    # one part: text, client, mutation, overhead
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,11 +52,13 @@ from fedpriv.audits.runner import run_audit
 RESULTS = Path(__file__).resolve().parent / "results"
 MEMORISING_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every linear layer of the built-in model: rank 64 here gives the adapter the capacity to
-memorise ~500 random-word canaries (attention-only rank 16 reached only 0.58)."""
+memorise ~500 random canaries (attention-only rank 16 reached only 0.58)."""
+PARTS = ("text", "client", "mutation", "overhead")
 
 
-def config(canaries: int, runs: list[dict[str, Any]], quick: bool) -> AuditConfig:
-    """Return the memorising configuration with ``canaries`` audit canaries."""
+def memorising(canaries: int, runs: list[dict[str, Any]], quick: bool,
+               gradient: int = 0) -> AuditConfig:
+    """Return the memorising configuration with ``canaries`` text canaries."""
     return from_mapping(AuditConfig, {
         "name": "audit-benchmark", "seed": 0, "device": "auto",
         "model": {"max_length": 64, "lora": {"rank": 64, "alpha": 128.0,
@@ -55,103 +66,229 @@ def config(canaries: int, runs: list[dict[str, Any]], quick: bool) -> AuditConfi
         "data": {"records_per_client": 40, "holdout_fraction": 0.5},
         "federation": {"clients": 4, "rounds": 4 if quick else 16,
                        "local_steps": 10 if quick else 20, "batch_size": 16, "lr": 2e-3},
-        "attacks": {"epsilon_canaries": canaries, "inversion": False},
+        "attacks": {"epsilon_canaries": canaries, "inversion": False,
+                    "gradient_canaries": gradient},
         "runs": runs,
     })
 
 
-def overhead(m: int, repeats: int = 2) -> dict[str, Any]:
-    """Time the no-DP run without and with ``m`` canaries, alternating (A B A B), 4 rounds each.
+def cheap(runs: list[dict[str, Any]], *, seed: int, quick: bool, client_canaries: int,
+          gradient: int, text: int = 0) -> AuditConfig:
+    """Return a small federation where training is cheap (the client audit needs rounds)."""
+    return from_mapping(AuditConfig, {
+        "name": "audit-benchmark-cheap", "seed": seed, "device": "auto",
+        "model": {"max_length": 48, "lora": {"rank": 4, "alpha": 8.0,
+                                             "target_modules": ["q_proj", "v_proj"]}},
+        "data": {"records_per_client": 12, "holdout_fraction": 0.25},
+        "federation": {"clients": 8, "rounds": 4 if quick else 12, "local_steps": 2,
+                       "batch_size": 4, "lr": 5e-3},
+        "attacks": {"epsilon_canaries": text, "inversion": False,
+                    "client_canaries": client_canaries, "gradient_canaries": gradient},
+        "runs": runs,
+    })
+
+
+def audits(run: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], float | None]]:
+    """Yield (canaries, observed, observation block, reference ε) of every audit of a run."""
+    leakage = run["leakage"]
+    text = leakage.get("epsilon_audit")
+    if text:
+        yield "text", "final_model", text, text.get("reference_epsilon")
+    for kind, key in (("gradient", "gradient_audit"), ("client", "client_audit")):
+        block = leakage.get(key)
+        if block:
+            for observed, obs in block["observations"].items():
+                yield kind, observed, obs, block.get("reference_epsilon")
+
+
+def rows_of(run: dict[str, Any], overhead: float | None) -> list[dict[str, Any]]:
+    """Return the result rows (issue 16's keys) of one run of a report."""
+    rows = []
+    stated = run["privacy"]["epsilon"]
+    for canaries, observed, obs, reference in audits(run):
+        fdp = obs.get("f_dp") or {}
+        analyses = [("eps-delta", obs["epsilon_lower_bound"], obs.get("idealized_lower_bound"))]
+        if fdp:
+            analyses.append(("f-dp", fdp["epsilon_lower_bound"],
+                             obs.get("idealized_lower_bound_f_dp")))
+        if obs.get("epsilon_estimate") is not None:
+            analyses.append(("estimate", None, None))
+        for analysis, bound, ceiling in analyses:
+            rows.append({
+                "run": run["name"], "dp": run["dp"]["mode"], "stated_epsilon": stated,
+                "reference_epsilon": reference, "canaries": canaries, "observed": observed,
+                "analysis": analysis, "epsilon_lower_bound": bound,
+                "idealized_lower_bound": ceiling,
+                "fraction_of_ceiling": (bound / ceiling if bound is not None and ceiling
+                                        else None),
+                "epsilon_estimate": (obs.get("epsilon_estimate") if analysis == "estimate"
+                                     else None),
+                "mutation": run["privacy"].get("mutation"),
+                "flagged": bool(reference is not None and bound is not None
+                                and bound > reference),
+                "overhead": overhead,
+            })
+    return rows
+
+
+def audit(cfg: AuditConfig, tmp: Path, name: str, **kwargs: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    report = run_audit(cfg, tmp / name, **kwargs)
+    print(f"[{name}] {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return report
+
+
+def part_text(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    m = 200 if quick else 1000
+    report = audit(memorising(m, [
+        {"name": "no-dp"},
+        {"name": "sample-dp-eps8", "dp": "sample", "epsilon": 8.0},
+    ], quick, gradient=m), tmp, "text")
+    return [row for run in report["runs"] for row in rows_of(run, None)]
+
+
+def part_client(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    m = 200 if quick else 1000
+    report = audit(cheap([
+        {"name": "user-dp-eps8", "dp": "user", "epsilon": 8.0},
+        {"name": "user-dp-eps4", "dp": "user", "epsilon": 4.0},
+        {"name": "distributed-dp-eps8", "protocol": "secagg", "dp": "distributed",
+         "epsilon": 8.0},
+    ], seed=0, quick=quick, client_canaries=m, gradient=0), tmp, "client")
+    return [row for run in report["runs"] for row in rows_of(run, None)]
+
+
+MUTATION_RUNS = [
+    {"name": "sample-eps1", "dp": "sample", "epsilon": 1.0},
+    {"name": "user-eps1", "dp": "user", "epsilon": 1.0},
+    {"name": "distributed-eps1", "protocol": "secagg", "dp": "distributed", "epsilon": 1.0},
+]
+
+
+def part_mutation(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    m = 200 if quick else 1000
+    rows = []
+    cases = [(0, 0.1), (0, 0.0)] + [(seed, 1.0) for seed in range(1 if quick else 3)]
+    for seed, scale in cases:
+        cfg = cheap(MUTATION_RUNS, seed=seed, quick=quick, client_canaries=m, gradient=m)
+        report = audit(cfg, tmp, f"mutation-{seed}-{scale}", noise_scale=scale)
+        for run in report["runs"]:
+            for row in rows_of(run, None):
+                rows.append({**row, "seed": seed})
+    return rows
+
+
+def part_overhead(tmp: Path, quick: bool, repeats: int = 2) -> dict[str, Any]:
+    """Time the no-DP run without and with canaries, alternating (A B A B), 4 rounds each.
 
     Alternating keeps slow drifts of a shared machine out of the ratio; the
-    medians of training time and of the canary scoring time are compared.  The
-    batch size divides the clients' 20 members, so both runs train on full
-    batches and the same number of examples.
+    medians of training time and of the scoring time are compared.  The batch
+    size divides the clients' 20 members, so both runs train on full batches.
     """
+    m = 200 if quick else 1000
     plain_s, audited_s, scoring_s = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(repeats):
-            for canaries in (0, m):
-                cfg = config(canaries, [{"name": "no-dp"}], quick=True)
-                # batch 10 divides the 20 members: without canaries every batch is full
-                # too (with 16, every other batch of the plain run held 4 examples).
-                cfg = replace(cfg, federation=replace(cfg.federation, rounds=4, local_steps=20,
-                                                      batch_size=10))
-                report = run_audit(cfg, Path(tmp) / f"{canaries}-{i}")
-                run = report["runs"][0]
-                if canaries:
-                    audited_s.append(run["cost"]["train_s"])
-                    scoring_s.append(run["leakage"]["epsilon_audit"]["seconds"])
-                else:
-                    plain_s.append(run["cost"]["train_s"])
-    result = {"plain_train_s": plain_s, "audited_train_s": audited_s, "scoring_s": scoring_s,
-              "overhead": (float(np.median(audited_s)) + float(np.median(scoring_s)))
-              / float(np.median(plain_s)) - 1}
-    print(json.dumps(result), flush=True)
-    return result
+    for i in range(repeats):
+        for canaries in (0, m):
+            cfg = memorising(canaries, [{"name": "no-dp"}], quick=True)
+            cfg = replace(cfg, federation=replace(cfg.federation, rounds=4, local_steps=20,
+                                                  batch_size=10))
+            report = audit(cfg, tmp, f"overhead-{canaries}-{i}")
+            run = report["runs"][0]
+            if canaries:
+                audited_s.append(run["cost"]["train_s"])
+                scoring_s.append(run["leakage"]["epsilon_audit"]["seconds"])
+            else:
+                plain_s.append(run["cost"]["train_s"])
+    return {"plain_train_s": plain_s, "audited_train_s": audited_s, "scoring_s": scoring_s,
+            "overhead": (float(np.median(audited_s)) + float(np.median(scoring_s)))
+            / float(np.median(plain_s)) - 1}
+
+
+def acceptance(rows: list[dict[str, Any]], overhead: float | None) -> dict[str, Any]:
+    """Check issue 16's targets on the rows (None where a part was not run)."""
+    def estimate_error(stated: float) -> float | None:
+        found = [abs(r["epsilon_estimate"] / r["stated_epsilon"] - 1) for r in rows
+                 if r["canaries"] == "client" and r["observed"] == "all_rounds"
+                 and r["analysis"] == "estimate" and r["dp"] == "user"
+                 and r["stated_epsilon"] and abs(r["stated_epsilon"] - stated) < 0.5]
+        return min(found) if found else None
+
+    mutated = [r for r in rows if r["mutation"] is not None]
+    honest = [r for r in rows if r["mutation"] is None and r["stated_epsilon"] is not None
+              and r["stated_epsilon"] <= 1.01]
+    mutated_runs: dict[tuple[Any, ...], bool] = {}
+    for r in mutated:
+        key = (r["run"], r["mutation"], r.get("seed"))
+        mutated_runs[key] = mutated_runs.get(key, False) or r["flagged"]
+    no_dp = [r["epsilon_lower_bound"] for r in rows if r["dp"] == "none"
+             and r["analysis"] == "eps-delta"]
+    values = {
+        "no_dp_text_bound": max(no_dp) if no_dp else None,
+        "every_mutation_flagged": all(mutated_runs.values()) if mutated_runs else None,
+        "mutations": {f"{k[0]} {k[1]} seed {k[2]}": v for k, v in mutated_runs.items()},
+        "no_correct_run_flagged": (not any(r["flagged"] for r in honest)) if honest else None,
+        "overhead": overhead,
+        "overhead_at_most_10pct": None if overhead is None else overhead <= 0.10,
+        "estimate_error_eps8": estimate_error(8.0),
+        "estimate_error_eps4": estimate_error(4.0),
+    }
+    for stated in (8.0, 4.0):
+        found = [r["fraction_of_ceiling"] for r in rows
+                 if r["dp"] == "user" and r["canaries"] == "client" and r["mutation"] is None
+                 and r["observed"] == "all_rounds" and r["fraction_of_ceiling"] is not None
+                 and r["stated_epsilon"] and abs(r["stated_epsilon"] - stated) < 0.5]
+        values[f"user_all_rounds_eps{stated:g}_best_fraction_of_ceiling"] = (
+            max(found) if found else None)
+    for canaries, target in (("gradient", 0.9), ("text", 0.5)):
+        found = [r["fraction_of_ceiling"] for r in rows  # the targets are at stated ε = 8
+                 if r["dp"] == "sample" and r["canaries"] == canaries and r["mutation"] is None
+                 and r["fraction_of_ceiling"] is not None and r["stated_epsilon"] > 7]
+        best = max(found) if found else None
+        values[f"sample_{canaries}_best_fraction_of_ceiling"] = best
+        values[f"sample_{canaries}_at_least_{target:g}"] = None if best is None else best >= target
+    return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 canaries, short training")
-    parser.add_argument("--overhead-only", action="store_true",
-                        help="only the alternating timing of auditing's cost")
+    parser.add_argument("--quick", action="store_true", help="fewer canaries and rounds")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable); default: all")
     args = parser.parse_args()
-    m = 200 if args.quick else 1000
-    if args.overhead_only:
-        path = RESULTS / "audit.json"
-        saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        saved["overhead_alternating"] = overhead(m)
-        saved["overhead"] = saved["overhead_alternating"]["overhead"]
-        saved.setdefault("acceptance", {})["overhead_at_most_10pct"] = saved["overhead"] <= 0.10
-        path.write_text(json.dumps(saved, indent=2) + "\n")
-        print(f"wrote {path}")
-        return
-    out: dict[str, Any] = {"machine": f"{torch.get_num_threads()} threads, torch "
-                                      f"{torch.__version__}", "canaries": m}
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        baseline = run_audit(config(0, [{"name": "no-dp-no-audit"}], args.quick),
-                             Path(tmp) / "baseline")
-        audited = run_audit(config(m, [
-            {"name": "no-dp"},
-            {"name": "sample-dp-eps8", "dp": "sample", "epsilon": 8.0},
-        ], args.quick), Path(tmp) / "audited")
-        out["wall_s"] = time.perf_counter() - started
-    base_run = baseline["runs"][0]
-    runs: dict[str, Any] = {}
-    for run in audited["runs"]:
-        block = run["leakage"]["epsilon_audit"]
-        runs[run["name"]] = {
-            "theoretical_epsilon": run["privacy"]["epsilon"],
-            "empirical_epsilon": run["leakage"]["empirical_epsilon"],
-            "guesses": block["guesses"], "correct": block["correct"],
-            "included": block["included"], "ladder": block["ladder"],
-            "scoring_s": block["seconds"], "train_s": run["cost"]["train_s"],
-            "perplexity": run["utility"]["perplexity"],
-        }
-        print(json.dumps({k: v for k, v in runs[run["name"]].items() if k != "ladder"}),
-              flush=True)
-    plain = runs["no-dp"]
-    out["runs"] = runs
-    out["baseline_train_s"] = base_run["cost"]["train_s"]
-    # The single-run comparison is kept for reference only: with batch 16 the baseline's 20
-    # members make every other batch 4 examples, so it trains on fewer examples than the
-    # audited run.  ``overhead`` is the alternating, full-batch measurement.
-    out["overhead_single_run"] = ((plain["train_s"] + plain["scoring_s"])
-                                  / out["baseline_train_s"] - 1)
-    out["overhead_alternating"] = overhead(m)
-    out["overhead"] = out["overhead_alternating"]["overhead"]
-    out["acceptance"] = {
-        "no_dp_bound_at_least_4": plain["empirical_epsilon"] >= 4,
-        "dp_bound_below_theoretical": (runs["sample-dp-eps8"]["empirical_epsilon"]
-                                       < runs["sample-dp-eps8"]["theoretical_epsilon"]),
-        "overhead_at_most_10pct": out["overhead"] <= 0.10,
-    }
-    print(json.dumps({k: out[k] for k in ("baseline_train_s", "overhead", "acceptance")}))
-    RESULTS.mkdir(exist_ok=True)
+    parts = args.only or list(PARTS)
     path = RESULTS / ("audit.quick.json" if args.quick else "audit.json")
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    kept = [r for r in saved.get("rows", []) if r.get("part") not in parts]
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    overhead = saved.get("overhead") if "overhead" not in parts else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in parts:
+            if part == "overhead":
+                result = part_overhead(Path(tmp), args.quick)
+                saved["overhead_alternating"] = result
+                overhead = result["overhead"]
+                print(json.dumps(result), flush=True)
+                continue
+            runner = {"text": part_text, "client": part_client, "mutation": part_mutation}[part]
+            for row in runner(Path(tmp), args.quick):
+                row["part"] = part
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    rows = kept + rows
+    for row in rows:
+        if row["canaries"] == "text" and row["mutation"] is None:
+            row["overhead"] = overhead
+    saved.update({
+        "machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "wall_s": time.perf_counter() - started, "rows": rows, "overhead": overhead,
+        "acceptance": acceptance(rows, overhead),
+    })
+    for stale in ("runs", "canaries", "baseline_train_s", "overhead_single_run"):
+        saved.pop(stale, None)  # the layout before issue 16
+    print(json.dumps(saved["acceptance"], indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(saved, indent=2) + "\n")
     print(f"wrote {path}")
 
 

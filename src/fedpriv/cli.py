@@ -194,12 +194,9 @@ def audit(
         }
         cfg = override_runs(apply_overrides(cfg, **overrides), protocol=protocol, dp=dp,
                             epsilon=epsilon, deterministic=dp_deterministic)
-        from fedpriv.audits.runner import preflight, run_audit
+        from fedpriv.audits.runner import audit_engine, preflight
 
-        if engine == "flower":
-            from fedpriv.integrations.flower import run_audit_on_flower as run_audit
-        elif engine != "inprocess":
-            raise _fail(f"--engine must be 'inprocess' or 'flower', got {engine!r}")
+        run_audit = audit_engine(engine)
 
         preflight(cfg)  # run_audit checks again; here so bad input fails before any output
         show = not (quiet or as_json)
@@ -234,6 +231,8 @@ def audit(
 
 def guarantee_warnings(report: dict[str, Any]) -> list[str]:
     """Lines on guarantees that do not hold as stated: seed-derived noise, audit violations."""
+    from fedpriv.audits.report import CANARY_AUDITS
+
     lines = []
     for run in report["runs"]:
         privacy = run["privacy"]
@@ -248,6 +247,18 @@ def guarantee_warnings(report: dict[str, Any]) -> list[str]:
                          f"{audit['epsilon_lower_bound']:.2f} exceeds the stated ε "
                          f"{audit['reference_epsilon']:.2f} ({audit['relation']}): the DP "
                          "guarantee does not hold as stated")
+        for key, what in CANARY_AUDITS.items():
+            block = run["leakage"].get(key) or {}
+            for name, obs in (block.get("observations") or {}).items():
+                if obs.get("violation"):
+                    bound = max(obs["epsilon_lower_bound"], obs["f_dp"]["epsilon_lower_bound"])
+                    lines.append(f"run '{run['name']}': the {what} ({name}) bounds ε below by "
+                                 f"{bound:.2f}, above the stated ε "
+                                 f"{block['reference_epsilon']:.2f} ({block['relation']}): the "
+                                 "DP guarantee does not hold as stated")
+        if privacy.get("mutation"):
+            lines.append(f"run '{run['name']}': mutation test — its noise was deliberately "
+                         f"weakened ({privacy['mutation']}) while ε is still stated")
     return lines
 
 
@@ -354,6 +365,10 @@ def sweep(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print sweep.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="How each cell's rounds are aggregated: 'inprocess' "
+                          "(default) or 'flower' (Flower messages on a loopback grid).")
+    ] = "inprocess",
 ) -> None:
     """Audit every combination of the --grid values; write OUT/sweep.json and frontier.png.
 
@@ -376,6 +391,9 @@ def sweep(
     try:
         cfg = load_config(config)
         axes = parse_grid(grid or [])
+        from fedpriv.audits.runner import audit_engine
+
+        audit_engine(engine)  # an unknown engine fails before any cell runs
         import transformers
 
         transformers.utils.logging.disable_progress_bar()  # our own bars own the terminal
@@ -395,9 +413,9 @@ def sweep(
                                   f"({shape}), {len(plan.pending)} to run → {out}/",
                                   highlight=False)
                 summary = run_sweep(plan, progress=_RichSweepProgress(
-                    bars, total=len(plan.cells), done=skipped))
+                    bars, total=len(plan.cells), done=skipped), engine=engine)
         else:
-            summary = run_sweep(plan)
+            summary = run_sweep(plan, engine=engine)
     except FedprivError as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:

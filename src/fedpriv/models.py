@@ -134,6 +134,16 @@ def _resolve_source(name_or_path: str) -> tuple[str, bool]:
     return name_or_path, False
 
 
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load only the tokenizer of :func:`load_base_model`'s model (cheap: no weights)."""
+    source, _ = _resolve_source(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
+        raise ModelError(f"could not load the tokenizer of {name_or_path!r} from {source!r}: "
+                         f"{err}; pass a directory written by save_pretrained") from err
+
+
 def load_base_model(
     name_or_path: str,
     *,

@@ -138,7 +138,10 @@ def test_mia_result_report_names_attack_and_observation() -> None:
     assert (good.n_members, good.n_nonmembers) == (2, 2)
     block = mia_report([weak, good])
     assert block["attack"] == "loss" and block["observed"] == "final global model"
-    assert block["auc"] == 1.0 and block["tpr_at_1pct_fpr"] == 1.0
+    assert block["auc"] == 1.0 and block["auc_ci"] == [1.0, 1.0]
+    # Two non-members cannot resolve a 1% (or 0.1%) FPR: no figure, no interval.
+    assert block["tpr_at_1pct_fpr"] is None and block["tpr_at_1pct_fpr_ci"] is None
+    assert block["tpr_at_0_1pct_fpr"] is None and block["tpr_at_0_1pct_fpr_ci"] is None
     assert [entry["attack"] for entry in block["attacks"]] == ["zlib", "loss"]
     assert "roc" not in block and "roc" in good.to_report(include_roc=True)
 

@@ -19,6 +19,8 @@ def test_report_has_mia_and_canary_exposure(tmp_path: Path) -> None:
     assert {"loss", "zlib", "reference[base]"} <= names
     assert mia["auc"] == max(a["auc"] for a in mia["attacks"])
     assert mia["n_members"] == mia["n_nonmembers"] > 0
+    assert mia["auc_ci"][0] <= mia["auc"] <= mia["auc_ci"][1]
+    assert mia["tpr_at_0_1pct_fpr"] is None and mia["tpr_at_0_1pct_fpr_ci"] is None  # < 1000
     assert canary["n_canaries"] == 1 and canary["observed"] == "final global model"
     assert 0 <= canary["exposure_mean"] <= canary["max_possible"]
     row = summary_rows(report)[0]

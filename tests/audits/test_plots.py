@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import matplotlib.image
 import numpy as np
 import pytest
@@ -290,3 +291,49 @@ def test_inversion_rows_one_row_per_empty_observation() -> None:
     rows = inversion_rows([run], redact=True)
     assert [r[0].split(" · ")[1][:8] for r in rows] == ["client 0", "client 1"]
     assert all(r[2] == "(nothing recovered)" for r in rows)
+
+
+def _measured_mia(nonmembers: int, seed: int) -> dict[str, Any]:
+    """Return a ``leakage.mia`` block as the runner writes it (mia_report of evaluations)."""
+    from fedpriv.attacks.metrics import evaluate_mia, mia_report
+
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(nonmembers, bool), np.zeros(nonmembers, bool)]
+    results = [evaluate_mia(name, "final global model",
+                            np.r_[rng.normal(mu, 1.0, nonmembers), rng.normal(0, 1, nonmembers)],
+                            labels, resamples=50)
+               for name, mu in (("loss", 0.8), ("zlib", 0.3))]
+    block = mia_report(results)
+    best = results[0]
+    block["roc"] = {"fpr": [p[0] for p in best.roc], "tpr": [p[1] for p in best.roc]}
+    return block
+
+
+def test_report_shows_intervals_and_unresolvable_tpr(tmp_path: Path) -> None:
+    """80 non-members: TPR at 1% is null ("n/a"); 200: it has an interval; AUC always does."""
+    small = _run("small", epsilon=None, ppl=50.0, auc=0.5, rouge1=None)
+    large = _run("large", epsilon=2.0, ppl=55.0, auc=0.5, rouge1=None)
+    small["leakage"] = {"mia": _measured_mia(80, 0), "mia_update": _measured_mia(80, 1)}
+    large["leakage"] = {"mia": _measured_mia(200, 2)}
+    report = json.loads(json.dumps(make_report([small, large]), allow_nan=False))
+    validate_report(report)
+    mia = report["runs"][0]["leakage"]["mia"]
+    assert mia["tpr_at_1pct_fpr"] is None and mia["tpr_at_1pct_fpr_ci"] is None
+    low, high = mia["auc_ci"]
+    rows = {r["run"]: r for r in summary_rows(report)}
+    assert rows["small"]["mia_auc"] == f"{mia['auc']:.3f} [{low:.3f}, {high:.3f}]"
+    assert rows["small"]["mia_tpr"] == "n/a"
+    assert rows["large"]["mia_tpr"].count("[") == 1
+    text = render_markdown(report)
+    small_line = next(line for line in text.splitlines() if line.startswith("| small"))
+    assert f"[{low:.3f}, {high:.3f}]" in small_line and "| n/a |" in small_line
+    assert "TPR@1%FPR" in text and "fewer than 100 non-members" in text
+    assert [p.name for p in write_plots(report, tmp_path)] == [
+        "frontier.png", "roc.png", "inversion.png"]
+    # Reports written before intervals existed still render: the value alone.
+    old = _run("old", epsilon=None, ppl=50.0, auc=0.61, rouge1=None)
+    assert summary_rows(make_report([old]))[0]["mia_auc"] == "0.610"
+    bad = copy.deepcopy(report)
+    bad["runs"][0]["leakage"]["mia"]["auc_ci"] = [0.2]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(bad)

@@ -278,12 +278,34 @@ def test_cli_bad_grid_exits_2_with_one_line(tmp_path: Path) -> None:
         (["--grid", "federation.lrr=1"], "unknown grid key 'federation.lrr'"),
         (["--grid", "seed=a"], "grid key 'seed' expects an integer, got 'a'"),
         ([], "a sweep needs at least one --grid"),
+        (["--grid", "seed=0", "--engine", "grpc"], "engine must be one of inprocess, flower"),
     ]:
         r = runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp_path / "o"), *args])
         assert r.exit_code == 2, r.output
         assert r.stderr.strip().startswith("error:") and message in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_runs_each_cell_on_the_chosen_engine(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedpriv.audits import runner as audit_runner
+
+    engines: list[str] = []
+
+    def fake_engine(engine: str) -> Any:
+        engines.append(engine)
+
+        def run(config: AuditConfig, out: Path, **kwargs: Any) -> dict[str, Any]:
+            raise ConfigError(f"stopped by the test on {engine}")
+        return run
+
+    monkeypatch.setattr(audit_runner, "audit_engine", fake_engine)
+    cfg = from_mapping(AuditConfig, tiny_config_dict())
+    plan = prepare_sweep(cfg, parse_grid(["seed=0,1"]), tmp_path / "o")
+    summary = run_sweep(plan, engine="flower")
+    assert engines == ["flower", "flower"]
+    assert all("stopped by the test on flower" in c["error"] for c in summary["cells"])
 
 
 def _tiny_sweep_config(tmp_path: Path) -> Path:

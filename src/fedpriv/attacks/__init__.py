@@ -6,7 +6,8 @@ in a round (:class:`~fedpriv.protocols.ServerView`) — and never of ground
 truth. Attacks return scores; :mod:`fedpriv.attacks.metrics` (pure numpy)
 compares them with the truth.
 
-* :mod:`~fedpriv.attacks.metrics` — ROC, AUC, TPR at low FPR, exposure;
+* :mod:`~fedpriv.attacks.metrics` — ROC, AUC, TPR at low FPR (where the
+  non-members resolve it) with confidence intervals, exposure;
 * :mod:`~fedpriv.attacks.mia` — loss, zlib, Min-K%, reference-calibrated,
   offline LiRA / RMIA scores, and the loss change of one client's update;
 * :mod:`~fedpriv.attacks.canary` — canary exposure and greedy extraction.
@@ -22,6 +23,8 @@ from fedpriv.attacks.metrics import (
     ExposureEstimate,
     MIAResult,
     evaluate_mia,
+    fpr_resolvable,
+    mia_confidence_intervals,
     mia_report,
     roc_auc,
     roc_curve,
@@ -32,6 +35,8 @@ __all__ = [
     "ExposureEstimate",
     "MIAResult",
     "evaluate_mia",
+    "fpr_resolvable",
+    "mia_confidence_intervals",
     "mia_report",
     "roc_auc",
     "roc_curve",

@@ -18,6 +18,18 @@ Conventions:
   (the convention of Carlini et al. 2022, "Membership Inference Attacks From
   First Principles", which uses ``<`` where fedpriv uses ``<=``). With fewer
   than ``1 / target`` non-members this is the TPR at FPR 0.
+* Resolvability: a target FPR ``f`` can be measured with ``n`` non-members
+  iff ``n * f >= 1`` -- the target must allow at least one false positive,
+  or every threshold it admits is one that flags no non-member at all, and the
+  figure says nothing about ``f`` (:func:`fpr_resolvable`). Reports give
+  ``None`` (JSON null) for a target the non-members cannot resolve: with 80
+  non-members, TPR at 0.1% FPR is not measured.
+* Confidence intervals (:func:`mia_confidence_intervals`): a stratified
+  bootstrap (members and non-members resampled separately, so every resample
+  has the original class sizes), percentile intervals, 95% by default,
+  widened where needed to contain the point estimate. TPR at FPR re-chooses
+  its threshold in every resample; the interval does not remove the optimism
+  of choosing it on the evaluation data.
 * Inversion: ROUGE-1/2/L F1 on lower-cased words (``\w+``), each true text
   matched to one recovered text; token precision/recall on token-id sets.
 * Exposure (Carlini et al. 2019, "The Secret Sharer"): ``log2 |R| - log2 rank``
@@ -41,6 +53,7 @@ from fedpriv.errors import DataError
 __all__ = [
     "ExposureEstimate",
     "InversionScore",
+    "MIAConfidence",
     "MIAResult",
     "SkewNormalFit",
     "evaluate_mia",
@@ -48,8 +61,11 @@ __all__ = [
     "exposure_from_rank",
     "exposure_sampled",
     "fit_skew_normal",
+    "fpr_resolvable",
+    "mia_confidence_intervals",
     "mia_report",
     "redact",
+    "resampled_mia_metrics",
     "roc_auc",
     "roc_curve",
     "roc_points",
@@ -161,7 +177,8 @@ def tpr_at_fpr(scores: Any, labels: Any, fpr: float) -> float:
 
     Returns:
         The TPR of the best achievable threshold with FPR <= ``fpr``; with
-        fewer than ``1 / fpr`` non-members that is the TPR at FPR 0.
+        fewer than ``1 / fpr`` non-members that is the TPR at FPR 0 (reports
+        give ``None`` then: see :func:`fpr_resolvable`).
 
     Raises:
         DataError: As :func:`roc_curve`, or if ``fpr`` is outside ``[0, 1]``.
@@ -169,7 +186,7 @@ def tpr_at_fpr(scores: Any, labels: Any, fpr: float) -> float:
     if not 0.0 <= float(fpr) <= 1.0:
         raise DataError(f"target FPR must be in [0, 1], got {fpr!r}.")
     fps, tps, _, negatives, positives = _roc_counts(scores, labels)
-    allowed = math.floor(float(fpr) * negatives + 1e-9)  # largest false-positive count allowed
+    allowed = _allowed_false_positives(fpr, negatives)
     last = int(np.searchsorted(fps, allowed, side="right")) - 1
     return float(tps[last] / positives)
 
@@ -208,6 +225,255 @@ def roc_points(scores: Any, labels: Any, max_points: int = 200) -> list[tuple[fl
     return [(float(f), float(t)) for f, t in zip(fpr, tpr, strict=True)]
 
 
+# ------------------------------------------------------ resolvability and intervals
+
+REPORTED_FPRS: tuple[tuple[str, float], ...] = (
+    ("tpr_at_1pct_fpr", 0.01),
+    ("tpr_at_0_1pct_fpr", 0.001),
+)
+"""The report keys of TPR at a target FPR, and their targets."""
+REPORTED_TARGETS: tuple[float, ...] = tuple(fpr for _, fpr in REPORTED_FPRS)
+DEFAULT_RESAMPLES = 400
+"""Bootstrap resamples per interval (the percentile ends move by ~0.005 between seeds)."""
+MIN_RESAMPLES = 20
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_CI_SEED = 0xC1
+"""Seed of the bootstrap when no generator is given: the same scores give the same interval."""
+
+
+def _allowed_false_positives(fpr: float, negatives: int) -> int:
+    """Return the most false positives a target FPR admits among ``negatives`` non-members."""
+    return math.floor(float(fpr) * negatives + 1e-9)  # 1e-9: 1000 * 0.001 is 1, not 0.999...
+
+
+def fpr_resolvable(fpr: float, n_nonmembers: int) -> bool:
+    """Whether ``n_nonmembers`` non-members can resolve a target false-positive rate ``fpr``.
+
+    The rule: ``fpr`` is resolvable iff ``n_nonmembers * fpr >= 1``, i.e. the
+    target allows at least one false positive. Below that, the only threshold
+    the target admits is one that flags no non-member at all, so "TPR at
+    ``fpr``" is the TPR at FPR 0 whatever ``fpr`` is, and reporting it as the
+    TPR at ``fpr`` would claim a precision the data does not have (with 80
+    non-members the smallest measurable FPR is 1/80 = 1.25%, so TPR at 0.1%
+    FPR cannot be measured). ``fpr = 0`` is never resolvable in this sense.
+    Carlini et al. 2022 ("Membership Inference Attacks From First
+    Principles", Sec. 4) make the same point: a low-FPR figure needs many
+    more than ``1 / fpr`` non-members to be meaningful; this is the floor below
+    which it is meaningless.
+
+    Args:
+        fpr: Target false-positive rate in ``[0, 1]``.
+        n_nonmembers: Number of non-members scored (>= 0).
+
+    Returns:
+        True when the target allows at least one false positive.
+
+    Raises:
+        DataError: If ``fpr`` is outside ``[0, 1]`` or ``n_nonmembers`` is not a
+            non-negative integer.
+    """
+    if not 0.0 <= float(fpr) <= 1.0:
+        raise DataError(f"target FPR must be in [0, 1], got {fpr!r}.")
+    if isinstance(n_nonmembers, bool) or int(n_nonmembers) != n_nonmembers or n_nonmembers < 0:
+        raise DataError(f"n_nonmembers must be a non-negative integer, got {n_nonmembers!r}.")
+    return _allowed_false_positives(fpr, int(n_nonmembers)) >= 1
+
+
+def _cumulative_at(scores: np.ndarray, counts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``out[b, k]`` = total count in row ``b`` of the examples scoring ``>= thresholds[k]``.
+
+    ``thresholds`` are the distinct scores in descending order; a zero column
+    for the threshold ``+inf`` comes first.
+    """
+    order = np.argsort(-scores, kind="stable")
+    cum = np.zeros((counts.shape[0], scores.size + 1), dtype=np.float64)
+    np.cumsum(counts[:, order], axis=1, out=cum[:, 1:])
+    # How many examples score >= each threshold (scores sorted descending).
+    at_least = np.searchsorted(-scores[order], -thresholds, side="right")
+    return np.concatenate([cum[:, :1], cum[:, at_least]], axis=1)
+
+
+def resampled_mia_metrics(
+    member_scores: Any,
+    nonmember_scores: Any,
+    member_counts: Any,
+    nonmember_counts: Any,
+    fprs: Sequence[float] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and TPR at each target FPR of many weighted copies of one score set, at once.
+
+    Row ``b`` of the counts says how often each member and each non-member is
+    taken (a bootstrap resample; all ones is the data itself). Every row's
+    ROC is computed exactly, with the conventions of :func:`roc_auc` and
+    :func:`tpr_at_fpr` (ties one ROC point, no interpolation), over the
+    distinct scores of the whole set: ``O(rows * examples)`` time and memory.
+
+    Args:
+        member_scores: The members' scores, shape ``(m,)``.
+        nonmember_scores: The non-members' scores, shape ``(n,)``.
+        member_counts: Non-negative integer counts, shape ``(rows, m)``, every
+            row with a positive total.
+        nonmember_counts: The same for the non-members, shape ``(rows, n)``.
+        fprs: Target FPRs in ``[0, 1]``.
+
+    Returns:
+        ``(auc, tpr)`` of shapes ``(rows,)`` and ``(rows, len(fprs))``.
+
+    Raises:
+        DataError: If shapes disagree, a score is not finite, a count is
+            negative or a row is empty, or a target FPR is outside ``[0, 1]``.
+    """
+    x = np.asarray(member_scores, dtype=np.float64)
+    y = np.asarray(nonmember_scores, dtype=np.float64)
+    w = np.asarray(member_counts, dtype=np.float64)
+    v = np.asarray(nonmember_counts, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 1 or w.ndim != 2 or v.ndim != 2 or w.shape[1] != x.size \
+            or v.shape[1] != y.size or w.shape[0] != v.shape[0]:
+        raise DataError(
+            f"counts must have shapes (rows, {x.size}) and (rows, {y.size}) for "
+            f"{x.size} member and {y.size} non-member scores, got {w.shape} and {v.shape}."
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DataError("attack scores must be finite.")
+    if (w < 0).any() or (v < 0).any():
+        raise DataError("resample counts must be non-negative.")
+    positives, negatives = w.sum(axis=1), v.sum(axis=1)
+    if (positives <= 0).any() or (negatives <= 0).any():
+        raise DataError("every resample needs at least one member and one non-member.")
+    targets = [float(f) for f in fprs]
+    if not all(0.0 <= f <= 1.0 for f in targets):
+        raise DataError(f"target FPRs must be in [0, 1], got {list(fprs)!r}.")
+    thresholds = np.unique(np.r_[x, y])[::-1]
+    tps = _cumulative_at(x, w, thresholds)
+    fps = _cumulative_at(y, v, thresholds)
+    twice_area = np.sum(np.diff(fps, axis=1) * (tps[:, 1:] + tps[:, :-1]), axis=1)
+    auc = twice_area / (2.0 * positives * negatives)
+    tpr = np.empty((w.shape[0], len(targets)), dtype=np.float64)
+    rows = np.arange(w.shape[0])
+    for j, target in enumerate(targets):
+        allowed = np.floor(target * negatives + 1e-9)  # as _allowed_false_positives, per row
+        last = (fps <= allowed[:, None]).sum(axis=1) - 1  # fps is non-decreasing along a row
+        tpr[:, j] = tps[rows, last] / positives
+    return auc, tpr
+
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class MIAConfidence:
+    """Confidence intervals of one attack's AUC and TPR at target FPRs.
+
+    Attributes:
+        auc: ``(low, high)`` for the AUC.
+        tpr: ``(low, high)`` per target of ``fprs``, ``None`` where the
+            non-members cannot resolve the target (:func:`fpr_resolvable`).
+        fprs: The target FPRs.
+        confidence: Nominal coverage, e.g. 0.95.
+        resamples: Bootstrap resamples behind the intervals.
+    """
+
+    auc: Interval
+    tpr: tuple[Interval | None, ...]
+    fprs: tuple[float, ...]
+    confidence: float
+    resamples: int
+
+    @property
+    def method(self) -> str:
+        """How the intervals were computed, in words (the report's ``ci_method``)."""
+        return (f"stratified bootstrap, percentile, {self.resamples} resamples; TPR at FPR "
+                "re-chooses its threshold in each resample")
+
+
+def _interval(samples: np.ndarray, point: float, confidence: float) -> Interval:
+    low, high = np.quantile(samples, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    # A percentile interval can miss a skewed statistic's own value (TPR near 0 or 1);
+    # widening it to the reported number only adds coverage.
+    return min(float(low), point), max(float(high), point)
+
+
+def _resample_counts(size: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of ``size`` items is drawn in each of ``resamples`` bootstrap resamples."""
+    picks = rng.integers(0, size, size=(resamples, size))
+    picks += np.arange(resamples)[:, None] * size  # row b counts into bins [b*size, (b+1)*size)
+    return np.bincount(picks.ravel(), minlength=resamples * size).reshape(resamples, size)
+
+
+def mia_confidence_intervals(
+    scores: Any,
+    labels: Any,
+    *,
+    fprs: Sequence[float] = REPORTED_TARGETS,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    rng: np.random.Generator | None = None,
+) -> MIAConfidence:
+    """Stratified-bootstrap confidence intervals of the AUC and of TPR at each target FPR.
+
+    Each resample draws ``m`` members from the ``m`` members and ``n``
+    non-members from the ``n`` non-members, with replacement (stratified, so
+    every resample has the original class sizes and the same resolvable
+    targets); its AUC and TPR at FPR are computed exactly
+    (:func:`resampled_mia_metrics`), and the interval is the percentile
+    interval of those values, widened where needed to contain the point
+    estimate. For TPR at FPR this is a bootstrap percentile interval, not
+    Clopper-Pearson at a fixed threshold: the threshold is chosen anew in every
+    resample, so the interval includes the threshold's own variability. The
+    threshold is still chosen on the evaluation data, so the point value and
+    the interval stay optimistic for a threshold the adversary must fix
+    beforehand. For AUC the coverage is close to nominal for a few dozen
+    examples per class and more (checked by simulation in the tests).
+
+    Args:
+        scores: One score per example, higher = more likely a member.
+        labels: True membership per example (bool or 0/1).
+        fprs: Target FPRs (the report's ``tpr_at_*`` targets by default).
+        resamples: Bootstrap resamples (>= :data:`MIN_RESAMPLES`).
+        confidence: Nominal coverage in ``(0, 1)``.
+        rng: Source of the resamples; ``None`` seeds one with
+            :data:`DEFAULT_CI_SEED` (the same scores give the same interval).
+
+    Returns:
+        The intervals; a target the non-members cannot resolve gets ``None``.
+
+    Raises:
+        DataError: As :func:`roc_curve`, or if ``resamples``, ``confidence`` or
+            a target FPR is out of range.
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < MIN_RESAMPLES:
+        raise DataError(
+            f"resamples must be an integer >= {MIN_RESAMPLES} (a percentile interval from "
+            f"fewer is noise), got {resamples!r}."
+        )
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}.")
+    score_arr, label_arr = _check_scores_labels(scores, labels)
+    targets = tuple(float(f) for f in fprs)
+    members, nonmembers = score_arr[label_arr], score_arr[~label_arr]
+    m, n = members.size, nonmembers.size
+    resolvable = [fpr_resolvable(f, n) for f in targets]
+    generator = np.random.default_rng(DEFAULT_CI_SEED) if rng is None else rng
+    member_counts = _resample_counts(m, resamples, generator)
+    nonmember_counts = _resample_counts(n, resamples, generator)
+    # Row 0 is the data itself: the point estimates, computed the same way.
+    auc, tpr = resampled_mia_metrics(
+        members, nonmembers,
+        np.vstack([np.ones((1, m)), member_counts]),
+        np.vstack([np.ones((1, n)), nonmember_counts]),
+        targets,
+    )
+    level = float(confidence)
+    return MIAConfidence(
+        auc=_interval(auc[1:], float(auc[0]), level),
+        tpr=tuple(_interval(tpr[1:, j], float(tpr[0, j]), level) if ok else None
+                  for j, ok in enumerate(resolvable)),
+        fprs=targets,
+        confidence=level,
+        resamples=resamples,
+    )
+
+
 @dataclass(frozen=True)
 class MIAResult:
     """How well one membership-inference attack separated members from non-members.
@@ -217,25 +483,40 @@ class MIAResult:
         observation: What the adversary observed, e.g. ``"final global model"``
             or ``"client 3 update (plain)"``.
         auc: ROC AUC.
-        tpr_at_1pct_fpr: TPR at FPR <= 1% (see :func:`tpr_at_fpr`).
-        tpr_at_0_1pct_fpr: TPR at FPR <= 0.1%.
+        auc_ci: Its confidence interval ``(low, high)`` (:func:`mia_confidence_intervals`).
+        tpr_at_1pct_fpr: TPR at FPR <= 1% (see :func:`tpr_at_fpr`); ``None``
+            when the non-members cannot resolve 1% (:func:`fpr_resolvable`).
+        tpr_at_1pct_fpr_ci: Its confidence interval, ``None`` with it.
+        tpr_at_0_1pct_fpr: TPR at FPR <= 0.1%, ``None`` with fewer than 1000 non-members.
+        tpr_at_0_1pct_fpr_ci: Its confidence interval, ``None`` with it.
         n_members: Number of members scored.
         n_nonmembers: Number of non-members scored (1 / n_nonmembers is the
             smallest FPR that can be resolved).
         roc: ROC vertices for plots (:func:`roc_points`).
+        ci_confidence: Nominal coverage of the intervals, e.g. 0.95.
+        ci_method: How the intervals were computed, in words.
     """
 
     attack: str
     observation: str
     auc: float
-    tpr_at_1pct_fpr: float
-    tpr_at_0_1pct_fpr: float
+    auc_ci: Interval
+    tpr_at_1pct_fpr: float | None
+    tpr_at_1pct_fpr_ci: Interval | None
+    tpr_at_0_1pct_fpr: float | None
+    tpr_at_0_1pct_fpr_ci: Interval | None
     n_members: int
     n_nonmembers: int
     roc: tuple[tuple[float, float], ...]
+    ci_confidence: float
+    ci_method: str
 
     def to_report(self, *, include_roc: bool = False) -> dict[str, Any]:
         """Return the ``leakage.mia`` entry of report.json (naming the attack and the observation).
+
+        Every ``auc`` and ``tpr_at_*`` key has a ``*_ci`` sibling ``[low, high]``;
+        a ``tpr_at_*`` the non-members cannot resolve is ``None`` (JSON null),
+        and so is its interval.
 
         Args:
             include_roc: Also include the ROC points as ``[[fpr, tpr], ...]``.
@@ -243,14 +524,22 @@ class MIAResult:
         Returns:
             A JSON-serialisable dict.
         """
+        def pair(interval: Interval | None) -> list[float] | None:
+            return None if interval is None else [interval[0], interval[1]]
+
         entry: dict[str, Any] = {
             "attack": self.attack,
             "observed": self.observation,
             "auc": self.auc,
+            "auc_ci": pair(self.auc_ci),
             "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
+            "tpr_at_1pct_fpr_ci": pair(self.tpr_at_1pct_fpr_ci),
             "tpr_at_0_1pct_fpr": self.tpr_at_0_1pct_fpr,
+            "tpr_at_0_1pct_fpr_ci": pair(self.tpr_at_0_1pct_fpr_ci),
             "n_members": self.n_members,
             "n_nonmembers": self.n_nonmembers,
+            "ci_level": self.ci_confidence,
+            "ci_method": self.ci_method,
         }
         if include_roc:
             entry["roc"] = [list(point) for point in self.roc]
@@ -258,7 +547,15 @@ class MIAResult:
 
 
 def evaluate_mia(
-    attack: str, observation: str, scores: Any, labels: Any, *, max_roc_points: int = 200
+    attack: str,
+    observation: str,
+    scores: Any,
+    labels: Any,
+    *,
+    max_roc_points: int = 200,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    rng: np.random.Generator | None = None,
 ) -> MIAResult:
     """Compare one attack's scores with the true membership labels.
 
@@ -268,23 +565,39 @@ def evaluate_mia(
         scores: One score per example, higher = more likely a member.
         labels: True membership per example (bool or 0/1).
         max_roc_points: Points kept for plots.
+        resamples: Bootstrap resamples of the confidence intervals.
+        confidence: Nominal coverage of the intervals.
+        rng: Source of the bootstrap (``None``: a fixed seed, see
+            :func:`mia_confidence_intervals`).
 
     Returns:
-        The metrics of the attack.
+        The metrics of the attack; TPR at a target FPR that the non-members
+        cannot resolve (:func:`fpr_resolvable`) is ``None``.
 
     Raises:
-        DataError: As :func:`roc_curve`.
+        DataError: As :func:`roc_curve` and :func:`mia_confidence_intervals`.
     """
-    label_arr = np.asarray(labels).astype(bool)
+    _, label_arr = _check_scores_labels(scores, labels)
+    n_nonmembers = int((~label_arr).sum())
+    intervals = mia_confidence_intervals(
+        scores, labels, fprs=REPORTED_TARGETS, resamples=resamples,
+        confidence=confidence, rng=rng)
+    tprs = {key: tpr_at_fpr(scores, labels, fpr) if fpr_resolvable(fpr, n_nonmembers) else None
+            for key, fpr in REPORTED_FPRS}
     return MIAResult(
         attack=attack,
         observation=observation,
         auc=roc_auc(scores, labels),
-        tpr_at_1pct_fpr=tpr_at_fpr(scores, labels, 0.01),
-        tpr_at_0_1pct_fpr=tpr_at_fpr(scores, labels, 0.001),
+        auc_ci=intervals.auc,
+        tpr_at_1pct_fpr=tprs["tpr_at_1pct_fpr"],
+        tpr_at_1pct_fpr_ci=intervals.tpr[0],
+        tpr_at_0_1pct_fpr=tprs["tpr_at_0_1pct_fpr"],
+        tpr_at_0_1pct_fpr_ci=intervals.tpr[1],
         n_members=int(label_arr.sum()),
-        n_nonmembers=int((~label_arr).sum()),
+        n_nonmembers=n_nonmembers,
         roc=tuple(roc_points(scores, labels, max_roc_points)),
+        ci_confidence=intervals.confidence,
+        ci_method=intervals.method,
     )
 
 
@@ -300,8 +613,9 @@ def mia_report(results: Sequence[MIAResult], *, include_roc: bool = False) -> di
         include_roc: Include ROC points in every entry.
 
     Returns:
-        A JSON-serialisable dict with ``auc``, ``tpr_at_1pct_fpr``, ``attack``,
-        ``observed``, ... and ``attacks``.
+        A JSON-serialisable dict with ``auc``, ``auc_ci``, ``tpr_at_1pct_fpr``,
+        ``tpr_at_1pct_fpr_ci``, ``attack``, ``observed``, ... and ``attacks``
+        (see :meth:`MIAResult.to_report`).
 
     Raises:
         DataError: If ``results`` is empty.

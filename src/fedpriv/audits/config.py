@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+from fedpriv.data.canaries import AUDIT_CANARY_KINDS
 from fedpriv.dp.config import DISTRIBUTED_PROTOCOLS, DPConfig, make_dp_config
 from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
@@ -225,14 +226,27 @@ class AttackConfig:
     split (built-in data: the same organisations' other records), for the LiRA-offline
     and RMIA membership scores.  ``epsilon_canaries``: the ``m`` canaries of
     the one-run audit (Steinke et al. 2023) that gives the empirical ε lower
-    bound; each is included in training with probability ½.  ``inversion``:
-    the gradient-inversion probe on what the server sees (on by default).
+    bound; each is included in training with probability ½.  ``epsilon_canary_kind``:
+    what those canaries are made of (:data:`~fedpriv.data.canaries.AUDIT_CANARY_KINDS`;
+    ``words`` by default: random words of the corpus; ``rare-tokens``: words
+    that are one token of the model's tokenizer, rarest in the clients' data
+    first, which LoRA on attention only memorises *less* — their output
+    embeddings stay frozen and untrained).  ``client_canaries``:
+    canary clients (Andrew et al. 2024) planted in user-level and distributed DP
+    runs for the client-level one-run audit (each included with probability ½;
+    ignored by runs without client-level DP).  ``gradient_canaries``:
+    white-box gradient (Dirac) canary records of client 0 for the example-level
+    audit of sample-level DP runs (ignored by the others).  ``inversion``: the
+    gradient-inversion probe on what the server sees (on by default).
     """
 
     shadow_models: int = 0
     epsilon_canaries: int = 0
     epsilon_confidence: float = 0.95
     inversion: bool = True
+    client_canaries: int = 0
+    gradient_canaries: int = 0
+    epsilon_canary_kind: str = "words"
 
     def __post_init__(self) -> None:
         _check(0 <= self.shadow_models <= 16,
@@ -242,6 +256,15 @@ class AttackConfig:
                f"{self.epsilon_canaries}")
         _check(0.5 <= self.epsilon_confidence < 1,
                f"attacks.epsilon_confidence must be in [0.5, 1), got {self.epsilon_confidence}")
+        _check(self.epsilon_canary_kind in AUDIT_CANARY_KINDS,
+               f"attacks.epsilon_canary_kind must be one of {', '.join(AUDIT_CANARY_KINDS)}, "
+               f"got {self.epsilon_canary_kind!r}")
+        _check(self.gradient_canaries == 0 or 2 <= self.gradient_canaries <= 1_000_000,
+               "attacks.gradient_canaries must be 0 (off) or in [2, 1000000], got "
+               f"{self.gradient_canaries}")
+        _check(self.client_canaries == 0 or 2 <= self.client_canaries <= 1_000_000,
+               "attacks.client_canaries must be 0 (off) or in [2, 1000000], got "
+               f"{self.client_canaries}")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ __all__ = [
     "GUESS_FRACTIONS",
     "EpsilonAudit",
     "epsilon_lower_bound",
+    "guess_ladder",
     "one_run_audit",
     "p_value",
 ]
@@ -127,24 +128,25 @@ class EpsilonAudit:
         }
 
 
-def one_run_audit(
+def guess_ladder(
     scores: Sequence[float] | np.ndarray,
     included: Sequence[bool] | np.ndarray,
     *,
-    delta: float,
-    confidence: float = 0.95,
+    confidence: float,
     fractions: Sequence[float] = GUESS_FRACTIONS,
-) -> EpsilonAudit:
-    """Guess membership of the canaries from their scores and bound ε (higher score = "in").
+) -> tuple[tuple[int, int], ...]:
+    """Return ``(guesses, correct)`` for each rung of the ladder (higher score = "in").
 
-    For each fraction ``f`` of the ladder the ``f·m/2`` top-scored canaries are
-    guessed "in" and as many bottom-scored ones "out"; the bound of each is
-    computed at level ``(1 - confidence) / len(fractions)`` and the largest is
-    returned (Bonferroni over the ladder keeps the overall confidence).
+    For each fraction ``f`` the ``f·m/2`` top-scored canaries are guessed "in"
+    and as many bottom-scored ones "out"; ties are broken at random but
+    reproducibly (seeded by ``m``), so equal scores carry no hidden order.  The
+    guesses depend on the scores only, never on the truth, as the one-run
+    audits (Steinke et al. 2023; Mahloujifar et al. 2024) require.
 
     Raises:
         DataError: If scores and inclusion flags differ in length or are empty,
-            a score is not finite, or the confidence is out of range.
+            a score is not finite, the confidence is out of range or the ladder
+            is empty.
     """
     values = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(included, dtype=bool)
@@ -156,17 +158,42 @@ def one_run_audit(
         raise DataError("a canary score is not finite; check the model's losses")
     if not 0 < confidence < 1:
         raise DataError(f"confidence must be in (0, 1), got {confidence}")
-    p = (1 - confidence) / len(fractions)
-    # Ties broken at random but reproducibly, so equal scores carry no hidden order.
+    if len(fractions) == 0 or not all(0 < f <= 1 for f in fractions):
+        raise DataError(f"guess fractions must be a non-empty list in (0, 1], got {fractions}")
     order = np.lexsort((np.random.default_rng(m).random(m), -values))
-    ladder: list[tuple[int, int, float]] = []
+    rungs: list[tuple[int, int]] = []
     for fraction in fractions:
         k = max(1, int(fraction * m / 2))
         top, bottom = order[:k], order[m - k:]
-        correct = int(truth[top].sum() + (~truth[bottom]).sum())
-        r = 2 * k
-        ladder.append((r, correct, epsilon_lower_bound(m, r, correct, delta=delta, p=p)))
+        rungs.append((2 * k, int(truth[top].sum() + (~truth[bottom]).sum())))
+    return tuple(rungs)
+
+
+def one_run_audit(
+    scores: Sequence[float] | np.ndarray,
+    included: Sequence[bool] | np.ndarray,
+    *,
+    delta: float,
+    confidence: float = 0.95,
+    fractions: Sequence[float] = GUESS_FRACTIONS,
+) -> EpsilonAudit:
+    """Guess membership of the canaries from their scores and bound ε (higher score = "in").
+
+    For each fraction ``f`` of the ladder the ``f·m/2`` top-scored canaries are
+    guessed "in" and as many bottom-scored ones "out" (:func:`guess_ladder`);
+    the bound of each is computed at level ``(1 - confidence) / len(fractions)``
+    and the largest is returned (Bonferroni over the ladder keeps the overall
+    confidence).
+
+    Raises:
+        DataError: If scores and inclusion flags differ in length or are empty,
+            a score is not finite, or the confidence is out of range.
+    """
+    rungs = guess_ladder(scores, included, confidence=confidence, fractions=fractions)
+    m = int(np.asarray(scores).size)
+    p = (1 - confidence) / len(fractions)
+    ladder = tuple((r, v, epsilon_lower_bound(m, r, v, delta=delta, p=p)) for r, v in rungs)
     best = max(ladder, key=lambda entry: entry[2])
-    return EpsilonAudit(epsilon=best[2], canaries=m, included=int(truth.sum()), guesses=best[0],
-                        correct=best[1], confidence=confidence, delta=delta,
-                        ladder=tuple(ladder))
+    return EpsilonAudit(epsilon=best[2], canaries=m,
+                        included=int(np.asarray(included, dtype=bool).sum()), guesses=best[0],
+                        correct=best[1], confidence=confidence, delta=delta, ladder=ladder)

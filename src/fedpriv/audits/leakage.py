@@ -45,6 +45,7 @@ from fedpriv.attacks.mia import (
     sequence_scores,
     update_loss_change,
 )
+from fedpriv.audits.canary_audit import observation_block
 from fedpriv.audits.epsilon import one_run_audit
 from fedpriv.data import AuditCanaries, FederatedDataset
 from fedpriv.models import get_adapter_vector, set_adapter_vector
@@ -167,10 +168,15 @@ def measure_epsilon(
     with model.disable_adapter():
         base = sequence_scores(model, examples, pad_id=pad_id, device=device,
                                batch_size=batch_size)
-    audit = one_run_audit(reference_score(target.losses, base.losses), canaries.included,
-                          delta=delta, confidence=confidence)
+    scores = reference_score(target.losses, base.losses)
+    audit = one_run_audit(scores, canaries.included, delta=delta, confidence=confidence)
     block = audit.to_report(theoretical=theoretical)
     reference = theoretical if reference is None else reference
+    beside = observation_block(scores, np.asarray(canaries.included, dtype=bool),
+                               observed=OBSERVATION, score=block["score"], delta=delta,
+                               confidence=confidence, reference=reference, estimate=False)
+    for key in ("f_dp", "idealized_lower_bound", "idealized_lower_bound_f_dp"):
+        block[key] = beside[key]
     block["relation"] = relation
     block["reference_epsilon"] = reference
     block["violation"] = reference is not None and audit.epsilon > reference

@@ -76,6 +76,14 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _interval_text(interval: Any) -> str:
+    """`` [low, high]`` of a report's ``*_ci`` pair, or ``""`` when it is null or malformed."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return ""
+    low, high = (_number(v) for v in interval)
+    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+
+
 def _ok_runs(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """Return the runs that finished, and how many did not."""
     ok = [r for r in runs if r.get("status", "ok") == "ok"]
@@ -248,10 +256,23 @@ def _frontier_points(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "unit": _get(run, "privacy", "unit"),
             "auc": _number(_get(run, "leakage", "mia", "auc")),
             "rouge1": _number(_get(run, "leakage", "inversion", "rouge1")),
-            "emp_eps": _number(_get(run, "leakage", "empirical_epsilon")),
-            "confidence": _number(_get(run, "leakage", "epsilon_audit", "confidence")),
+            "emp_eps": best_lower_bound(run),
+            "estimate": _number(_get(run, "leakage", "client_audit", "observations",
+                                     "all_rounds", "epsilon_estimate")),
+            "confidence": _number(_get(run, "leakage", "epsilon_audit", "confidence")
+                                  or _get(run, "leakage", "client_audit", "confidence")
+                                  or _get(run, "leakage", "gradient_audit", "confidence")),
         })
     return points
+
+
+def best_lower_bound(run: dict[str, Any]) -> float | None:
+    """Return the largest one-run (ε, δ) lower bound of any of the run's audits (None: none)."""
+    bounds = [_number(_get(run, "leakage", "empirical_epsilon")),
+              _number(_get(run, "leakage", "client_audit", "epsilon_lower_bound")),
+              _number(_get(run, "leakage", "gradient_audit", "epsilon_lower_bound"))]
+    found = [b for b in bounds if b is not None]
+    return max(found) if found else None
 
 
 def _epsilon_label(points: Sequence[dict[str, Any]]) -> str:
@@ -301,14 +322,15 @@ def _legend_below(ax: Axes, ncol: int) -> None:
 
 def _draw_epsilon_panel(ax: Axes, points: Sequence[dict[str, Any]], colors: dict[str, Any]
                         ) -> tuple[list[tuple[Any, ...]], list[tuple[float, float]]]:
-    """ε against perplexity: the theoretical ε (filled) and the empirical lower bound (hollow).
+    """ε against perplexity: theoretical ε (filled), best lower bound (hollow), estimate (×).
 
     Runs without DP sit on a row marked "no DP (ε=∞)" above a break of the axis.
     On a log axis an empirical ε of 0 sits on the bottom edge.
     """
     finite = [p["epsilon"] for p in points if p["epsilon"] is not None]
     emp = [p["emp_eps"] for p in points if p["emp_eps"] is not None]
-    values = finite + emp
+    estimates = [p["estimate"] for p in points if p.get("estimate") is not None]
+    values = finite + emp + estimates
     positive = [v for v in values if v > 0]
     log = bool(positive) and max(positive) / min(positive) > 8
     if positive or values:
@@ -355,6 +377,12 @@ def _draw_epsilon_panel(ax: Axes, points: Sequence[dict[str, Any]], colors: dict
             seen.add(key)
             ax.plot([p["ppl"]] * 2, [emp_y, y], color=color, lw=0.8, ls=":", zorder=2)
             markers.append((p["ppl"], emp_y))
+        if p.get("estimate") is not None and (not log or p["estimate"] > 0):
+            key = "ε estimate (canary clients, Andrew et al. 2024)"
+            ax.scatter([p["ppl"]], [p["estimate"]], s=52, marker="x", color=color,
+                       linewidths=1.4, zorder=3, label=None if key in seen else key)
+            seen.add(key)
+            markers.append((p["ppl"], p["estimate"]))
         labels.append((p["ppl"], y, p["name"], color))
     ax.set_ylabel(_epsilon_label(points))
     ax.set_xlabel("held-out perplexity (lower is better)")
@@ -476,8 +504,9 @@ def plot_roc(runs: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
 
     The FPR axis is logarithmic from 10⁻³ to 1 (the low-FPR regime is where an
     attack is useful); the dotted curve is chance (TPR = FPR).  The legend
-    gives each run's name, the attack plotted (the strongest) and its AUC.
-    Runs without ROC points are left out; with none at all, the figure says so.
+    gives each run's name, the attack plotted (the strongest) and its AUC
+    with its confidence interval.  Runs without ROC points are left out; with
+    none at all, the figure says so.
 
     Returns:
         ``path``.
@@ -502,7 +531,7 @@ def plot_roc(runs: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
         auc = _number(mia.get("auc"))
         attack = mia.get("attack")
         label = name + (f" — {attack}" if attack else "") + \
-            (f" (AUC {auc:.3f})" if auc is not None else "")
+            (f" (AUC {auc:.3f}{_interval_text(mia.get('auc_ci'))})" if auc is not None else "")
         # Beyond ten runs neighbouring colours are close: line styles tell them apart.
         style = ("-", "--", "-.", ":")[i % 4] if len(curves) > 10 else "-"
         ax.plot(x, tpr, color=colors[name], lw=1.6 if len(curves) <= 10 else 1.1, ls=style,

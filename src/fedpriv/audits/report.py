@@ -22,7 +22,7 @@ import jsonschema
 
 from fedpriv import __version__
 from fedpriv.audits.config import AuditConfig, to_dict
-from fedpriv.audits.plots import PLOT_FILES
+from fedpriv.audits.plots import PLOT_FILES, best_lower_bound
 
 if TYPE_CHECKING:
     from fedpriv.audits.runner import RunOutcome
@@ -85,6 +85,7 @@ def _privacy(outcome: RunOutcome) -> dict[str, Any]:
             "secret: every key fresh from the OS (secure_mode; not resumable bit for bit)"),
         "per_client_epsilon": list(plan.per_client_epsilon) or None,
         "warnings": list(plan.warnings),
+        "mutation": plan.mutation,
     }
     block.update(plan.threat_model(outcome.run.protocol))
     return block
@@ -198,6 +199,29 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
     return str(x)
 
 
+NOT_RESOLVABLE = "n/a"
+"""What report.md shows for a TPR at an FPR too small for the non-members to resolve (null)."""
+
+
+def _with_interval(block: dict[str, Any], key: str) -> str:
+    """``block[key]`` with its ``key_ci`` as ``0.620 [0.551, 0.689]``.
+
+    ``—`` when the block has no such figure (not measured); ``n/a`` when the
+    figure is null (a TPR at an FPR the non-members cannot resolve). Reports
+    written before intervals existed show the value alone.
+    """
+    if key not in block:
+        return "—"
+    value = block[key]
+    if value is None:
+        return NOT_RESOLVABLE
+    interval = block.get(f"{key}_ci")
+    text = _fmt(float(value), ".3f")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval:
+        text += f" [{float(interval[0]):.3f}, {float(interval[1]):.3f}]"
+    return text
+
+
 def _bytes(n: float | None) -> str:
     if n is None:
         return "—"
@@ -220,11 +244,12 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "protocol": run["protocol"],
             "dp": run["dp"]["mode"],
             "epsilon": "∞" if priv["epsilon"] is None else _fmt(priv["epsilon"]),
-            "empirical_epsilon": _fmt(run["leakage"].get("empirical_epsilon")),
+            "empirical_epsilon": _fmt(best_lower_bound(run)),
             "perplexity": _fmt(util.get("perplexity")),
             "base_perplexity": _fmt(util.get("base_perplexity")),
             "reduction": "—" if red is None else f"{100 * red:.1f}%",
-            "mia_auc": _fmt(run["leakage"].get("mia", {}).get("auc"), ".3f"),
+            "mia_auc": _with_interval(run["leakage"].get("mia") or {}, "auc"),
+            "mia_tpr": _with_interval(run["leakage"].get("mia") or {}, "tpr_at_1pct_fpr"),
             "inversion_rouge1": _fmt(run["leakage"].get("inversion", {}).get("rouge1")),
             "exposure": _fmt(run["leakage"].get("canary", {}).get("exposure_mean"), ".1f"),
             "wall_s": _fmt(cost.get("wall_s"), ".1f"),
@@ -240,14 +265,22 @@ COLUMNS = [
     ("dp", "DP", "differential-privacy mode"),
     ("epsilon", "ε", "theoretical privacy loss (∞: no formal guarantee)"),
     ("empirical_epsilon", "emp. ε", "empirical lower bound on ε from a one-run audit on planted "
-     "canaries (Steinke, Nasr & Jagielski 2023), at 95% confidence unless "
+     "canaries (Steinke, Nasr & Jagielski 2023), the largest of the run's audits (text "
+     "canaries on the released model; canary clients under user-level/distributed DP; "
+     "gradient canaries under sample-level DP), at 95% confidence unless "
      "attacks.epsilon_confidence says otherwise; compare with ε: a bound "
-     "above ε would mean the guarantee does not hold (—: not measured)"),
+     "above ε would mean the guarantee does not hold (—: not measured); each audit, "
+     "its relation, f-DP bound, idealized ceiling and estimate are listed below"),
     ("perplexity", "ppl", "held-out perplexity of the fine-tuned model (lower is better)"),
     ("base_perplexity", "base ppl", "the same for the base model before fine-tuning"),
     ("reduction", "ppl ↓", "relative perplexity reduction from fine-tuning"),
     ("mia_auc", "MIA AUC", "membership inference on the released model, the strongest of loss, "
-     "zlib, Min-K% and base-reference scores (0.5: no leak, 1: every member found)"),
+     "zlib, Min-K% and base-reference scores (0.5: no leak, 1: every member found); in "
+     "brackets its 95% confidence interval (stratified bootstrap over members and "
+     "non-members; `ci_method` in report.json)"),
+    ("mia_tpr", "TPR@1%FPR", "the same attack's share of members found while flagging at most "
+     "1% of non-members, with its 95% interval (the threshold is chosen on the same data, so "
+     "it is optimistic); n/a: fewer than 100 non-members, too few to measure a 1% FPR"),
     ("inversion_rouge1", "inv. ROUGE-1", "gradient inversion (DAGER) on a FedSGD probe round, "
      "run through the run's protocol and DP: ROUGE-1 of the texts recovered from what the "
      "server saw (each client's update under plain, only the aggregate under secure "
@@ -257,6 +290,11 @@ COLUMNS = [
     ("wall_s", "wall s", "wall-clock seconds of the run"),
     ("bytes_up", "up/round", "bytes one client uploads per round"),
 ]
+
+
+CANARY_AUDITS = {"client_audit": "client-level audit (canary clients)",
+                 "gradient_audit": "white-box audit (gradient canaries)"}
+"""The leakage blocks of the audits with auditor-controlled canaries, and what each is."""
 
 
 def threat_model_line(run: dict[str, Any]) -> str:
@@ -272,6 +310,22 @@ def threat_model_line(run: dict[str, Any]) -> str:
             "" if reference is None else f" (reference ε {reference:.2f})")
         if audit.get("violation"):
             line += " — **the lower bound exceeds it: the stated guarantee does not hold**"
+    for key, what in CANARY_AUDITS.items():
+        block = run["leakage"].get(key)
+        if not block:
+            continue
+        bounds = ", ".join(
+            f"{name.replace('_', ' ')}: ≥ {obs['epsilon_lower_bound']:.2f} (f-DP "
+            f"{obs['f_dp']['epsilon_lower_bound']:.2f}, ceiling "
+            f"{_fmt(obs.get('idealized_lower_bound'))}"
+            + ("" if obs.get("epsilon_estimate") is None
+               else f"; estimate {obs['epsilon_estimate']:.2f}") + ")"
+            for name, obs in block["observations"].items())
+        line += f"; {what} ({block['canaries']} canaries, {block['relation']}): {bounds}"
+        if block.get("violation"):
+            line += " — **a lower bound exceeds the stated ε: the guarantee does not hold**"
+    if privacy.get("mutation"):
+        line += f"; **mutation test: noise weakened ({privacy['mutation']})**"
     return line
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedpriv.attacks.client_canaries import CanaryClients
+from fedpriv.attacks.gradient_canaries import GradientCanaries
+from fedpriv.audits.canary_audit import measure_client_epsilon, measure_gradient_epsilon
 from fedpriv.audits.config import AuditConfig, RunConfig, to_dict
 from fedpriv.audits.leakage import (
     PROBE_BATCH,
@@ -48,6 +52,7 @@ from fedpriv.data import (
     make_audit_canaries,
     make_canaries,
     partition_records,
+    rare_token_words,
 )
 from fedpriv.dp.config import DPPlan, plan_dp
 from fedpriv.dp.distributed import DistributedDP
@@ -59,6 +64,7 @@ from fedpriv.models import (
     attach_lora,
     get_adapter_vector,
     load_base_model,
+    load_tokenizer,
     pick_device,
     set_adapter_vector,
 )
@@ -152,10 +158,12 @@ def build_dataset(config: AuditConfig) -> FederatedDataset:
                                  data.canaries.per_client, data.canaries.repetitions, rng)
     audit = None
     if config.attacks.epsilon_canaries:  # own generator: the splits stay those without audit
+        texts = [r.text for client in client_records for r in client]
+        words = (rare_token_words(load_tokenizer(config.model.name), texts)
+                 if config.attacks.epsilon_canary_kind == "rare-tokens" else corpus_words(texts))
         audit = make_audit_canaries(
             config.attacks.epsilon_canaries, len(client_records),
-            np.random.default_rng([config.seed, 0xA0D17]),
-            corpus_words([r.text for client in client_records for r in client]))
+            np.random.default_rng([config.seed, 0xA0D17]), words)
     return build_federated_dataset(client_records, holdout_fraction=data.holdout_fraction,
                                    rng=rng, canaries=canaries, audit_canaries=audit)
 
@@ -273,6 +281,14 @@ def probe_trainer(
                             device=device, seed=config.seed + 1, dp=plan)
 
 
+CLIENT_CANARY_SEED = 0xC11E47
+"""Offset of the auditor's seed that draws the canary clients and their inclusion."""
+GRADIENT_CANARY_SEED = 0x6AD1E47
+"""Offset of the auditor's seed that draws the gradient canaries and their inclusion."""
+GRADIENT_CANARY_CLIENT = 0
+"""The client that holds the gradient canaries."""
+
+
 SHADOW_SEED = 0x5AD0
 """Offset of the shadow models' public data seed and training seeds."""
 
@@ -319,7 +335,8 @@ def train_shadows(
 def _leakage(
     model: Any, tokenizer: Any, dataset: FederatedDataset, config: AuditConfig,
     device: torch.device, run: RunConfig, training: TrainingResult, plan: DPPlan | None,
-    shadows: list[np.ndarray] | None = None,
+    shadows: list[np.ndarray] | None = None, canaries: CanaryClients | None = None,
+    initial: np.ndarray | None = None, gradient: GradientCanaries | None = None,
 ) -> dict[str, Any]:
     """Measure the run's leakage; an attack that fails is recorded, the run still counts."""
     leakage: dict[str, Any] = {}
@@ -328,6 +345,19 @@ def _leakage(
             model, tokenizer, dataset, max_length=config.model.max_length, device=device,
             seed=config.seed, shadows=shadows or ()))),
     ]
+    if canaries is not None and initial is not None:
+        steps.append(("client_audit", lambda: measure_client_epsilon(
+            canaries, training.canary_rounds, training.global_vector - initial,
+            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
+            reference=None if plan is None else plan.epsilon,
+            gaussian=run.dp_config().mode == "user")))
+    if gradient is not None and initial is not None:
+        holder = GRADIENT_CANARY_CLIENT
+        steps.append(("gradient_audit", lambda: measure_gradient_epsilon(
+            gradient, training.canary_rounds, training.global_vector - initial, holder=holder,
+            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
+            reference=None if plan is None else (
+                plan.per_client_epsilon[holder] if plan.per_client_epsilon else plan.epsilon))))
     audit = dataset.audit_canaries
     if audit is not None:
         steps.append(("empirical_epsilon", lambda: leakage.update(measure_epsilon(
@@ -390,6 +420,25 @@ def dp_secret_for(run: RunConfig, out_dir: Path, *, resume: bool) -> bytes | Non
     return run_secret(path.parent, resume=resuming)
 
 
+ENGINES = ("inprocess", "flower")
+"""How rounds are aggregated: in this process, or as Flower messages (a loopback grid)."""
+
+
+def audit_engine(engine: str) -> Callable[..., dict[str, Any]]:
+    """Return the ``run_audit`` of ``engine`` (:data:`ENGINES`), for the audit and sweep commands.
+
+    Raises:
+        ConfigError: For an unknown engine.
+    """
+    if engine == "flower":
+        from fedpriv.integrations.flower import run_audit_on_flower
+
+        return run_audit_on_flower
+    if engine != "inprocess":
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return run_audit
+
+
 def run_audit(
     config: AuditConfig,
     out_dir: str | Path,
@@ -397,8 +446,14 @@ def run_audit(
     resume: bool = False,
     overwrite: bool = False,
     progress: AuditProgress | None = None,
+    noise_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Run every configuration of ``config``; write and return the report (schema 1).
+
+    ``noise_scale`` is for mutation testing of the audit only: every DP run adds
+    that fraction of its noise while stating the ε of the full noise (a broken
+    implementation the audit must flag); the report names it in
+    ``privacy.mutation``.
 
     A run that fails with an error is recorded with ``status: "failed"`` and its
     message, and the remaining runs still go ahead.  ``out_dir`` holding an
@@ -410,6 +465,8 @@ def run_audit(
     started = time.perf_counter()
     _check_inputs(config)
     dataset = build_dataset(config)
+    if not (noise_scale >= 0 and math.isfinite(noise_scale)):
+        raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
     plans = plan_runs_dp(config, dataset)  # an unreachable ε fails before anything is written
     if not (resume or overwrite):
         refuse_unfinished_runs(config, out)
@@ -441,7 +498,10 @@ def run_audit(
                 plans[run.name] = plan_run_dp(config, run,
                                               [c.nominal_size for c in dataset.clients],
                                               adapter_dim=adapter_size(peft_model))
-                outcome.dp = plans[run.name]
+            plan = plans[run.name]
+            if plan is not None and noise_scale != 1:
+                plan = plans[run.name] = replace(plan, noise_scale=noise_scale)
+            outcome.dp = plan
             trainer = FederatedTrainer(
                 peft_model, client_examples, eval_examples, build_protocol(run),
                 federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
@@ -450,6 +510,19 @@ def run_audit(
                 dp_secret=dp_secret_for(run, out, resume=resume),
                 nominal_sizes=[c.nominal_size for c in dataset.clients],
             )
+            canaries = None
+            if config.attacks.client_canaries and run.dp_config().mode in ("user",
+                                                                             "distributed"):
+                canaries = trainer.plant_canaries(
+                    config.attacks.client_canaries,
+                    np.random.default_rng([config.seed, CLIENT_CANARY_SEED]))
+            gradient = None
+            if config.attacks.gradient_canaries and run.dp_config().mode == "sample":
+                gradient = trainer.plant_gradient_canaries(
+                    config.attacks.gradient_canaries,
+                    np.random.default_rng([config.seed, GRADIENT_CANARY_SEED]),
+                    client=GRADIENT_CANARY_CLIENT)
+            initial = get_adapter_vector(peft_model)
             outcome.training = trainer.run(
                 resume=resume,
                 on_start=partial(progress.run_started, run, config.federation.rounds),
@@ -459,7 +532,8 @@ def run_audit(
                 outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
                                                outcome.training.history)
             outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run,
-                                       outcome.training, outcome.dp, shadows.get(repr(lora)))
+                                       outcome.training, outcome.dp, shadows.get(repr(lora)),
+                                       canaries=canaries, initial=initial, gradient=gradient)
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")

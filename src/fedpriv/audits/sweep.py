@@ -567,16 +567,18 @@ def _cell_record(
 
 
 def run_cell(cell: SweepCell, out_dir: Path, base_hash: str,
-             progress: AuditProgress | None = None) -> dict[str, Any]:
+             progress: AuditProgress | None = None, engine: str = "inprocess") -> dict[str, Any]:
     """Run ``cell``'s audit in ``out_dir/cells/<id>/`` and return its ledger record.
 
     A run that fails inside the audit leaves the cell ``failed`` with its runs;
     a :class:`FedprivError` (or a ``RuntimeError`` such as running out of
     memory) that stops the whole audit gives a ``failed`` record with no runs.
-    Leftovers of an interrupted earlier attempt are overwritten.
+    Leftovers of an interrupted earlier attempt are overwritten.  ``engine``
+    aggregates the rounds (:data:`fedpriv.audits.runner.ENGINES`).
     """
-    from fedpriv.audits.runner import run_audit
+    from fedpriv.audits.runner import audit_engine
 
+    run_audit = audit_engine(engine)
     started = time.perf_counter()
     try:
         report = run_audit(cell.config, out_dir / CELLS_DIR / cell.id, overwrite=True,
@@ -648,7 +650,8 @@ def build_summary(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]],
     }
 
 
-def run_sweep(plan: SweepPlan, *, progress: SweepProgress | None = None) -> dict[str, Any]:
+def run_sweep(plan: SweepPlan, *, progress: SweepProgress | None = None,
+              engine: str = "inprocess") -> dict[str, Any]:
     """Run the plan's pending cells one by one; write ``sweep.json`` and ``frontier.png``.
 
     Each finished cell is appended to the ledger before the next one starts, so
@@ -665,7 +668,8 @@ def run_sweep(plan: SweepPlan, *, progress: SweepProgress | None = None) -> dict
     pending = plan.pending
     for index, cell in enumerate(pending):
         progress.cell_started(cell, index, len(pending))
-        record = run_cell(cell, plan.out_dir, base_hash, progress.audit_progress(cell))
+        record = run_cell(cell, plan.out_dir, base_hash, progress.audit_progress(cell),
+                          engine=engine)
         append_ledger(plan.ledger_path, record)
         records[cell.id] = record
         progress.cell_finished(cell, record)

@@ -21,6 +21,7 @@ from fedpriv.data.canaries import (
     get_canary_format,
     make_audit_canaries,
     make_canaries,
+    rare_token_words,
 )
 from fedpriv.data.federated import (
     ClientData,
@@ -62,5 +63,6 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_records",
+    "rare_token_words",
     "split_members",
 ]

@@ -18,13 +18,14 @@ import itertools
 import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
 from fedpriv.errors import DataError
 
 __all__ = [
+    "AUDIT_CANARY_KINDS",
     "AUDIT_CANARY_WORDS",
     "BUILTIN_CANARY_FORMATS",
     "AuditCanaries",
@@ -34,6 +35,7 @@ __all__ = [
     "get_canary_format",
     "make_audit_canaries",
     "make_canaries",
+    "rare_token_words",
 ]
 
 _SECRET_SLOT: Final = "{secret}"
@@ -285,10 +287,49 @@ AUDIT_CANARY_WORDS: Final = 10
 """Random words per audit canary."""
 
 
+AUDIT_CANARY_KINDS: Final = ("rare-tokens", "words")
+"""``rare-tokens``: words that are single tokens of the model's tokenizer seen least (ideally
+never) in the clients' data -- new to the model, so a trained canary stands out (the
+new-token canaries of Panda et al., ICLR 2025); ``words``: random words of the corpus."""
+RARE_TOKEN_POOL: Final = 256
+"""Rare tokens the ``rare-tokens`` canaries draw from."""
+
+
 def corpus_words(texts: Sequence[str], limit: int = 5000) -> list[str]:
     """Return up to ``limit`` distinct alphabetic words of ``texts`` (sorted) for canaries."""
     words = sorted({w for text in texts for w in text.split() if w.isalpha()})
     return words[:limit]
+
+
+def rare_token_words(tokenizer: Any, texts: Sequence[str],
+                     limit: int = RARE_TOKEN_POOL) -> list[str]:
+    """Return up to ``limit`` words that are one token each, the rarest in ``texts`` first.
+
+    A candidate is a vocabulary entry that starts a word (``Ġ``/``▁`` prefix, or
+    a leading space once decoded) followed by letters only, and that the
+    tokenizer reads back as that single token; candidates are ordered by how
+    often they occur in the tokenized ``texts`` (never first), ties by token id,
+    so the choice depends on the public tokenizer and the data only, never on
+    the training run.
+    """
+    counts: dict[int, int] = {}
+    for text in texts:
+        for token in tokenizer(text, add_special_tokens=False)["input_ids"]:
+            counts[token] = counts.get(token, 0) + 1
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    candidates = []
+    for token in range(len(tokenizer)):
+        if token in special:
+            continue
+        text = tokenizer.decode([token])
+        word = text.strip()
+        if not (text.startswith(" ") and len(word) >= 2 and word.isascii() and word.isalpha()):
+            continue
+        if tokenizer(" " + word, add_special_tokens=False)["input_ids"] != [token]:
+            continue
+        candidates.append((counts.get(token, 0), token, word))
+    candidates.sort()
+    return [word for _, _, word in candidates[:limit]]
 
 
 @dataclass(frozen=True)

@@ -539,7 +539,7 @@ def solve_noise_multiplier(target_epsilon: float, sample_rate: float, steps: int
     return bracket if isinstance(bracket, float) else _search(eps_at, target, *bracket, tol)
 
 
-def _gaussian_mu(target_epsilon: float, delta: float) -> float:
+def gaussian_mu(target_epsilon: float, delta: float) -> float:
     """Return μ of the one Gaussian mechanism whose ε at ``delta`` is ``target_epsilon``."""
     def excess(mu: float) -> float:  # δ(ε) increases with μ
         return gaussian_delta_exact(target_epsilon, mu) - delta
@@ -556,7 +556,7 @@ def _initial_guess(target_epsilon: float, sample_rate: float, steps: int, delta:
     central-limit approximation of Bu, Dong, Long & Su 2020, μ ≈ q·sqrt(T·(e^{1/σ²} − 1)).
     RDP then needs ~10 % more noise.  Only the search's speed depends on this guess.
     """
-    mu = _gaussian_mu(target_epsilon, delta)
+    mu = gaussian_mu(target_epsilon, delta)
     if sample_rate == 1:
         sigma = math.sqrt(steps) / mu
     else:

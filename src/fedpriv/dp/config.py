@@ -207,6 +207,18 @@ class DPPlan:
     replace_one_epsilon: float | None = None
     """user, distributed: ε when one client's data is *replaced* (the sum moves by up to 2C),
     the relation that audit canaries planted inside existing clients realise."""
+    noise_scale: float = 1.0
+    """Mutation testing of the audit only: the noise actually added is multiplied by this
+    while every ε above is still the one for :attr:`noise_multiplier` (a deliberately broken
+    implementation the audit must catch).  1 in every real run; the report names any other
+    value as the run's ``privacy.mutation``."""
+
+    @property
+    def mutation(self) -> str | None:
+        """Name the audit's mutation of the noise (None: the real noise), e.g. ``noise/10``."""
+        if self.noise_scale == 1:
+            return None
+        return "no-noise" if self.noise_scale == 0 else f"noise/{1 / self.noise_scale:g}"
 
     @property
     def accountant(self) -> str:

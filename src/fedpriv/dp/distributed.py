@@ -550,6 +550,9 @@ class DistributedDP:
         self.l1_sensitivity, self.l2_sensitivity = sensitivities(settings, self.dim, self.scale)
         self.variance = _central_variance(settings, self.scale)
         """μ: the aggregate's Skellam variance per coordinate when every expected share arrives."""
+        self.noise_scale = 1.0
+        """Mutation testing of the audit only: scales the noise's standard deviation really
+        added (see :attr:`fedpriv.dp.config.DPPlan.noise_scale`); accounting ignores it."""
         # The rotation is public (it need not be secret, only fixed before the updates are
         # known): from the secret when there is one (so a resumed run rotates alike), else
         # from the seed, else random; the server sends it to its clients.
@@ -670,7 +673,7 @@ class DistributedDP:
         rounding_rng, noise_rng = self._generators(round_index, client)
         integers, tries = conditional_round(scaled, self.l2_sensitivity, rounding_rng)
         rounded_norm = float(np.linalg.norm(integers.astype(np.float64)))
-        rate = self.variance / (2 * self.expected_clients)
+        rate = self.variance * self.noise_scale**2 / (2 * self.expected_clients)
         noise = (noise_rng.poisson(rate, self.padded_dim)
                  - noise_rng.poisson(rate, self.padded_dim))
         stats = {"update_norm": norm, "clipped": 1.0 if norm > clip else 0.0,

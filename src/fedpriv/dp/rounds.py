@@ -88,6 +88,7 @@ def protocol_vector_size(
 def server_mean(
     aggregate: np.ndarray | None, total_weight: float, *, update_size: int, round_index: int,
     user_dp: UserLevelDP | None = None, dist_dp: DistributedDP | None = None,
+    extra_sum: np.ndarray | None = None,
 ) -> tuple[np.ndarray, UserDPRound | None]:
     """Return (the mean update to apply, what user-level DP's server step did).
 
@@ -98,18 +99,29 @@ def server_mean(
     so mean × total weight) plus the server's noise, over the expected number of
     clients; distributed DP: the decoded noised sum over the expected clients.
     ``update_size`` is the length of the model update (without DP's extra
-    coordinates or padding).
+    coordinates or padding).  ``extra_sum`` (length ``update_size``, DP only) is
+    added to the clients' sum before the noise: the audit's canary clients
+    (:mod:`fedpriv.attacks.client_canaries`), whose already-clipped vectors the
+    secure sum would carry unchanged.
     """
+    if extra_sum is not None and user_dp is None and dist_dp is None:
+        raise ConfigError("canary clients audit user-level or distributed DP runs only")
     if user_dp is not None:
         summed = None
         if aggregate is not None:
             summed = np.asarray(aggregate).astype(np.float64) * total_weight
+        if extra_sum is not None:
+            if summed is None:
+                summed = np.zeros(update_size + user_dp.extra_coordinates)
+            summed[:update_size] += extra_sum
         mean, dp_round = user_dp.server_step(summed, update_size, round_index)
         return mean, dp_round
     if aggregate is None:
         raise ConfigError("a round without participants needs user-level DP")
     if dist_dp is not None:
         summed = dist_dp.server_decode(dist_dp.residue_sum(aggregate, total_weight), round_index)
+        if extra_sum is not None:  # Skellam noise is added by the clients: adding after the
+            summed = summed + extra_sum  # decode is adding before the noise (the sum is linear)
         return summed / dist_dp.expected_clients, None
     return np.asarray(aggregate), None
 

@@ -40,6 +40,14 @@ mode seeds it from the public seed).  ``secure_mode`` switches Opacus to its
 noise sampler that resists the floating-point attacks on textbook Gaussian
 sampling (Mironov 2012; Jin et al. 2022, https://arxiv.org/abs/2112.05307), at
 about four times the sampling cost.
+
+**Audit hooks.**  :func:`train_local_dp` can plant white-box gradient canaries
+(:mod:`fedpriv.attacks.gradient_canaries`): records whose gradient is a fixed
+signed basis vector of norm ``C``, sampled with rate ``q`` like every example
+and added to the clipped sum before the noise.  Its ``noise_scale`` scales the
+noise actually drawn, for mutation tests of the audit only (does the audit see
+a mechanism with less noise than accounted?): the accountant still uses
+``dp.noise_multiplier``.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedpriv.attacks.gradient_canaries import GradientCanaries
 from fedpriv.dp.config import CLIPPING_MODES
 from fedpriv.errors import ConfigError, DataError, ModelError
 from fedpriv.train.batching import TokenIds, collate
@@ -434,6 +443,81 @@ class PrivateModel:
                 p.grad_sample = p.new_zeros((0, *p.shape))  # type: ignore[attr-defined]
 
 
+# ---------------------------------------------------------------------------- audit canaries
+
+
+@dataclass(frozen=True)
+class _CanarySlot:
+    """The canaries that fall in one parameter: their local flat indices and canary numbers."""
+
+    param: nn.Parameter
+    local: torch.Tensor
+    """Indices into ``param.reshape(-1)`` (int64, on the parameter's device)."""
+    canaries: np.ndarray
+    """Which canaries (positions in the coordinate array) these indices belong to."""
+
+
+def _canary_slots(params: Sequence[nn.Parameter], coordinates: np.ndarray) -> list[_CanarySlot]:
+    """Map flat coordinates of the concatenated ``params`` to (parameter, local index), once."""
+    offsets = np.cumsum([0] + [p.numel() for p in params])
+    dim = int(offsets[-1])
+    if coordinates.size and int(coordinates.max()) >= dim:
+        raise ConfigError(f"a gradient canary sits at coordinate {int(coordinates.max())} but the "
+                          f"trainable parameters hold {dim} values; draw the canaries for this "
+                          "adapter (GradientCanaries.draw(count, adapter_size(model), rng))")
+    owner = np.searchsorted(offsets, coordinates, side="right") - 1
+    slots = []
+    for k, param in enumerate(params):
+        mine = np.flatnonzero(owner == k)
+        if mine.size:
+            local = torch.as_tensor(coordinates[mine] - offsets[k], dtype=torch.int64,
+                                    device=param.device)
+            slots.append(_CanarySlot(param, local, mine))
+    return slots
+
+
+@contextlib.contextmanager
+def _planted_canaries(
+    optimizer: Any, canaries: GradientCanaries, slots: list[_CanarySlot], *,
+    sample_rate: float, clip: float, rng: np.random.Generator,
+) -> Iterator[None]:
+    """Within the block, ``optimizer`` adds the sampled canaries' gradients before noising.
+
+    Both Opacus optimisers (``DPOptimizer`` and the ghost-clipping one) run
+    ``clip_and_accumulate`` / ``accumulate`` (leaving the clipped sum in
+    ``p.summed_grad``, for empty batches too), then ``add_noise``, then
+    ``scale_grad``; wrapping ``add_noise`` puts the canaries exactly where a
+    record's clipped gradient goes: in the sum the noise is added to and that is
+    divided by ``q·n``.
+    """
+    add_noise = optimizer.add_noise
+
+    def add_canaries_then_noise() -> None:
+        sampled = canaries.sampled_in_step(sample_rate, rng)  # one draw per step, always
+        values = clip * canaries.signs
+        for slot in slots:
+            mine = sampled[slot.canaries]
+            if not mine.any():
+                continue
+            summed = slot.param.summed_grad  # type: ignore[attr-defined]
+            if summed is None:  # pragma: no cover - Opacus always accumulates before noising
+                raise ModelError("Opacus left no clipped sum to plant gradient canaries into")
+            if not summed.is_contiguous():
+                summed = summed.contiguous()
+                slot.param.summed_grad = summed  # type: ignore[attr-defined]
+            summed.view(-1).index_add_(
+                0, slot.local[torch.as_tensor(mine, device=slot.local.device)],
+                torch.as_tensor(values[slot.canaries[mine]], dtype=summed.dtype,
+                                device=summed.device))
+        add_noise()
+
+    optimizer.add_noise = add_canaries_then_noise
+    try:
+        yield
+    finally:
+        del optimizer.add_noise  # the class's method again
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -449,6 +533,9 @@ def train_local_dp(
     rng: np.random.Generator,
     noise_generator: torch.Generator,
     nominal_size: int | None = None,
+    gradient_canaries: GradientCanaries | None = None,
+    canary_rng: np.random.Generator | None = None,
+    noise_scale: float = 1.0,
 ) -> LocalResult:
     """Train ``params`` (the wrapped model's trainable parameters) with DP-SGD on ``examples``.
 
@@ -465,6 +552,22 @@ def train_local_dp(
     canaries: a rate computed from the true count would reveal, in the report's
     ``sample_rate`` and ε, how many canaries the client included.  Every example
     is still sampled with probability ``q``, which is what the accountant assumes.
+
+    ``gradient_canaries`` plants white-box audit records: in every step each
+    included canary is Poisson-sampled with rate ``q`` (``canary_rng``, required
+    with them and derived by the caller from the run's DP secret, draws one
+    uniform per canary per step) and, when sampled, ``C·s_j`` is added at its
+    coordinate of the clipped sum before the noise, as Opacus would add a record
+    whose gradient is ``C·s_j·e_{i_j}``.  Coordinates index the concatenation of
+    ``params`` in their order (that of :func:`fedpriv.models.get_adapter_vector`
+    when ``params`` is :func:`fedpriv.models.trainable_parameters`).  The batches
+    and the noise do not depend on the canaries, so a canary not sampled changes
+    nothing.
+
+    ``noise_scale`` multiplies the noise multiplier the optimiser draws with (0
+    switches the noise off).  It exists for mutation tests of audits only: the
+    accountant, and every reported ε, still use ``dp.noise_multiplier``, so
+    anything but 1 makes the run less (or more) private than it reports.
     """
     if not isinstance(dp, SampleDPSettings):
         raise ConfigError(f"dp must be SampleDPSettings, got {type(dp).__name__}")
@@ -476,17 +579,36 @@ def train_local_dp(
     if noise_generator.device.type != device.type:
         raise ConfigError(f"the noise generator is on {noise_generator.device} but training runs "
                           f"on {device}; create it with torch.Generator(device=device)")
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not (
+        math.isfinite(noise_scale) and noise_scale >= 0
+    ):
+        raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}; "
+                          "leave it at 1 outside mutation tests of an audit")
+    if gradient_canaries is not None and not isinstance(gradient_canaries, GradientCanaries):
+        raise ConfigError(f"gradient_canaries must be GradientCanaries, got "
+                          f"{type(gradient_canaries).__name__}")
+    if gradient_canaries is not None and canary_rng is None:
+        raise ConfigError("gradient_canaries need canary_rng, the generator that draws when each "
+                          "canary is sampled; derive it from the run's DP secret")
+    if gradient_canaries is None and canary_rng is not None:
+        raise ConfigError("canary_rng was given without gradient_canaries; pass both or neither")
     n = len(examples) if nominal_size is None else nominal_size
     q = local_sample_rate(settings.batch_size, n)
     steps = local_dp_steps(settings, n)
+    slots = (None if gradient_canaries is None
+             else _canary_slots(params, gradient_canaries.coordinates))
     optimizer = private._dp_optimizer(
         params, lr=settings.lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
-        noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+        noise_multiplier=dp.noise_multiplier * noise_scale, max_grad_norm=dp.max_grad_norm,
         expected_batch_size=min(settings.batch_size, n),  # = q·n exactly
         noise_generator=noise_generator, secure_mode=dp.secure_mode,
     )
+    planted: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if gradient_canaries is not None and slots is not None and canary_rng is not None:
+        planted = _planted_canaries(optimizer, gradient_canaries, slots, sample_rate=q,
+                                    clip=dp.max_grad_norm, rng=canary_rng)
     total_loss, seen = 0.0, 0
-    with private.training() as module:
+    with private.training() as module, planted:
         for indices in poisson_batches(len(examples), q, steps, rng):
             optimizer.zero_grad(set_to_none=True)
             if indices.size == 0:

@@ -174,6 +174,9 @@ class UserLevelDP:
         """The run's DP secret: noise keys derive from it (None: from ``seed``, the
         deterministic debugging mode, or fresh from the OS when that is None too)."""
         self.clip = settings.clip
+        self.noise_scale = 1.0
+        """Mutation testing of the audit only: scales the noise really added (see
+        :attr:`fedpriv.dp.config.DPPlan.noise_scale`)."""
         self.rounding_margin = 0.0
         """Subtracted from the clip bound on the client (see :meth:`set_rounding_margin`)."""
         self.count_stddev = (
@@ -260,7 +263,7 @@ class UserLevelDP:
             raise ConfigError(f"the aggregate has {summed.shape[0]} values, expected "
                               f"{vector_size + extra}")
         key = noise_seed(self.seed, round_index, secret=self.secret)
-        noise = gaussian(key, vector_size + extra, 1.0)
+        noise = gaussian(key, vector_size + extra, 1.0) * self.noise_scale
         total = summed[:vector_size].astype(np.float64) + noise[:vector_size] * (
             self.update_noise * self.clip)
         mean = total / self.expected_clients

@@ -34,6 +34,11 @@ class Checkpoint:
     base_eval: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     finished: bool = False
+    canary_rounds: list[int] = field(default_factory=list)
+    """Rounds whose release the audit's canary clients were observed in (may be empty)."""
+    canary_mu: list[float] = field(default_factory=list)
+    canary_projections: np.ndarray | None = None
+    """One row of normalised projections per entry of ``canary_rounds``."""
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
@@ -47,9 +52,13 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "base_eval": ckpt.base_eval,
         "elapsed_s": ckpt.elapsed_s,
         "finished": ckpt.finished,
+        "canary_rounds": ckpt.canary_rounds,
+        "canary_mu": ckpt.canary_mu,
     }
     payload = {"meta": json.dumps(meta), "global": torch.from_numpy(np.ascontiguousarray(
         ckpt.global_vector))}
+    if ckpt.canary_projections is not None:
+        payload["canaries"] = torch.from_numpy(np.ascontiguousarray(ckpt.canary_projections))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)
@@ -66,6 +75,7 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(payload["meta"])
         vector = payload["global"].numpy().copy()
+        canaries = payload["canaries"].numpy().copy() if "canaries" in payload else None
     except Exception as err:  # any corruption: say where and what to do
         raise CheckpointError(
             f"checkpoint '{path}' cannot be read ({type(err).__name__}: {err}); delete it to "
@@ -82,4 +92,7 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         base_eval=dict(meta["base_eval"]),
         elapsed_s=float(meta["elapsed_s"]),
         finished=bool(meta["finished"]),
+        canary_rounds=[int(r) for r in meta.get("canary_rounds", [])],
+        canary_mu=[float(mu) for mu in meta.get("canary_mu", [])],
+        canary_projections=canaries,
     )

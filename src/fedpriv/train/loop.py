@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from peft import PeftModel
 
+from fedpriv.attacks.client_canaries import CanaryClients, CanaryRound
+from fedpriv.attacks.gradient_canaries import GradientCanaries
 from fedpriv.dp.config import DPPlan
 from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
 from fedpriv.dp.noise import key_generator, noise_seed, torch_seed
@@ -162,6 +165,8 @@ class TrainingResult:
     """The global adapter each kept view's round started from (what the server sent)."""
     wall_s: float = 0.0
     resumed_from_round: int | None = None
+    canary_rounds: list[CanaryRound] = field(default_factory=list)
+    """Every released round's observation of the audit's canary clients (if planted)."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,7 @@ class FederatedTrainer:
             # C − r√d so that the rounded update, what the sum really holds, stays within C.
             self.user_dp.set_rounding_margin(rounding_l2_bound(
                 protocol, adapter_size(model) + self.user_dp.extra_coordinates))
+            self.user_dp.noise_scale = dp.noise_scale
             # DP-FedAvg bounds each client's contribution by C: every client weighs 1.
             self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self.dist_dp: DistributedDP | None = None
@@ -287,6 +293,7 @@ class FederatedTrainer:
                 expected_clients=settings.clients_per_round,
                 seed=self._dp_seed, secret=self._dp_secret,
             )
+            self.dist_dp.noise_scale = dp.noise_scale
             self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self._private: PrivateModel | None = None
         self.eval_examples = eval_examples
@@ -298,6 +305,11 @@ class FederatedTrainer:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
         self.params = trainable_parameters(model)
+        self.canaries: CanaryClients | None = None
+        self.gradient_canaries: GradientCanaries | None = None
+        self.gradient_canary_client = 0
+        self.canary_rounds: list[CanaryRound] = []
+        """Per released round: what it showed of the canary clients or gradient canaries."""
         self.round_runner: RoundRunner = (
             round_runner or _ROUND_RUNNER.get() or _run_round_in_process
         )
@@ -305,6 +317,86 @@ class FederatedTrainer:
         :func:`use_round_runner` when the trainer was built)."""
 
     # ------------------------------------------------------------------ pieces
+    def plant_canaries(self, count: int, rng: np.random.Generator) -> CanaryClients:
+        """Add ``count`` canary clients to the federation (audit of user-level/distributed DP).
+
+        They take part like real clients: at user-level DP's Poisson rate, or every
+        round under distributed DP (whose accountant credits no sampling); see
+        :mod:`fedpriv.attacks.client_canaries`.  ``rng`` is the auditor's: it draws
+        the canaries and their inclusion, never which round they take part in.
+
+        Raises:
+            ConfigError: Without user-level or distributed DP.
+        """
+        if self.user_dp is None and self.dist_dp is None:
+            raise ConfigError("canary clients audit user-level or distributed DP runs only; "
+                              "set attacks.client_canaries = 0 for this run")
+        rate = self.user_dp.sample_rate if self.user_dp is not None else 1.0
+        self.canaries = CanaryClients.draw(count, adapter_size(self.model), rng,
+                                           sample_rate=min(rate, 1.0))
+        return self.canaries
+
+    def plant_gradient_canaries(self, count: int, rng: np.random.Generator, *,
+                                client: int = 0) -> GradientCanaries:
+        """Give ``client`` ``count`` gradient (Dirac) canary records (audit of sample-level DP).
+
+        See :mod:`fedpriv.attacks.gradient_canaries`: each is one record of the
+        client, sampled in its DP-SGD steps at the examples' rate from the run's
+        secret randomness.  ``rng`` is the auditor's (canaries and inclusion).
+
+        Raises:
+            ConfigError: Without sample-level DP, or for a client that does not exist.
+        """
+        if self.dp is None or self.dp.mode != "sample":
+            raise ConfigError("gradient canaries audit sample-level DP runs only; set "
+                              "attacks.gradient_canaries = 0 for this run")
+        if not 0 <= client < len(self.client_examples):
+            raise ConfigError(f"client {client} does not exist ({len(self.client_examples)} "
+                              "clients)")
+        self.gradient_canaries = GradientCanaries.draw(count, adapter_size(self.model), rng)
+        self.gradient_canary_client = client
+        return self.gradient_canaries
+
+    def _canary_norm(self) -> float:
+        """Return a canary client's update norm: the sensitivity accounted this round."""
+        if self.user_dp is not None:
+            return float(self.user_dp.clip)
+        assert self.dist_dp is not None
+        return float(self.dist_dp.l2_sensitivity * self.dist_dp.scale)
+
+    def _observe_canaries(self, round_index: int, mean: np.ndarray, norm: float,
+                          result: AggregationResult | None) -> None:
+        """Record what this round's release shows of every canary (its noise std is public)."""
+        assert self.canaries is not None
+        if self.user_dp is not None:
+            expected = self.user_dp.expected_clients
+            noise_std = self.user_dp.update_noise * norm
+        else:
+            assert self.dist_dp is not None and result is not None
+            expected = self.dist_dp.expected_clients
+            noise_std = math.sqrt(self.dist_dp.round_variance(len(result.survivors))) * float(
+                self.dist_dp.scale)
+        self.canary_rounds.append(self.canaries.observe(
+            round_index, mean * expected, norm=norm, noise_std=noise_std))
+
+    def _observe_gradient_canaries(self, round_index: int, result: AggregationResult) -> None:
+        """Record the gradient canaries' scores on what the server saw of the holder this round.
+
+        Its own update where the server sees individual updates (``plain``); the
+        aggregate otherwise (the holder's update is in it when it survived).
+        """
+        assert self.gradient_canaries is not None
+        holder = self.gradient_canary_client
+        updates = result.view.individual_updates
+        if updates is not None and holder in updates:
+            seen = np.asarray(updates[holder], dtype=np.float64)
+        elif updates is None and holder in result.survivors:
+            seen = np.asarray(result.aggregate, dtype=np.float64)
+        else:
+            return  # the holder did not take part: the round shows nothing of its canaries
+        self.canary_rounds.append(CanaryRound(
+            round_index, self.gradient_canaries.scores(seen), 0.0))
+
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
         """Clients taking part in ``round_index``.
 
@@ -349,10 +441,15 @@ class FederatedTrainer:
 
                 noise = torch.Generator(device=self.device)
                 noise.manual_seed(torch_seed(self._dp_key("sample-dp", round_index, client)))
+                canaries = (self.gradient_canaries if client == self.gradient_canary_client
+                            else None)
                 result = train_local_dp(
                     self._private, self.params, self.client_examples[client], self.settings.local,
                     self._private.settings, pad_id=self.pad_id, device=self.device, rng=rng,
                     noise_generator=noise, nominal_size=self.nominal_sizes[client],
+                    gradient_canaries=canaries, noise_scale=self.dp.noise_scale if self.dp else 1.0,
+                    canary_rng=None if canaries is None else self._dp_rng(
+                        "gradient-canaries", round_index, client),
                 )
             else:
                 result = train_local(
@@ -412,12 +509,21 @@ class FederatedTrainer:
         ``None`` when nobody was sampled and the server releases noise alone.
         Distributed DP: the decoded noised sum over the expected number of clients.
         """
+        extra, norm = None, 0.0
+        if self.canaries is not None:
+            norm = self._canary_norm()
+            extra = self.canaries.round_sum(global_vector.size, norm,
+                                            self._dp_rng("canary-clients", round_index))
         mean, dp_round = server_mean(
             None if result is None else result.aggregate,
             0.0 if result is None else result.total_weight,
             update_size=global_vector.size, round_index=round_index,
-            user_dp=self.user_dp, dist_dp=self.dist_dp,
+            user_dp=self.user_dp, dist_dp=self.dist_dp, extra_sum=extra,
         )
+        if self.canaries is not None:
+            self._observe_canaries(round_index, mean, norm, result)
+        if self.gradient_canaries is not None and result is not None:
+            self._observe_gradient_canaries(round_index, result)
         step = (self.settings.server_lr * mean).astype(global_vector.dtype)
         return RoundOutcome(global_vector + step, participants, result, losses, train_s,
                             dp_round=dp_round)
@@ -512,12 +618,16 @@ class FederatedTrainer:
                 tokens=int(ckpt.base_eval["tokens"]),
             )
             first_round, elapsed_before = ckpt.completed_rounds, ckpt.elapsed_s
+            self.canary_rounds = [] if ckpt.canary_projections is None else [
+                CanaryRound(r, x, mu) for r, x, mu in zip(
+                    ckpt.canary_rounds, ckpt.canary_projections, ckpt.canary_mu, strict=True)]
             logger.info("resuming from round %d of %d", first_round, self.settings.rounds)
         else:
             global_vector = initial
             history = []
             base_eval = self.evaluate(global_vector)
             first_round, elapsed_before = 0, 0.0
+            self.canary_rounds = []
         if on_start is not None:
             on_start(first_round)
         views: list[ServerView] = []
@@ -569,6 +679,7 @@ class FederatedTrainer:
                     base_eval=asdict(base_eval),
                     elapsed_s=elapsed_before + time.perf_counter() - start,
                     finished=last,
+                    **self._canary_checkpoint(),
                 ))
             if on_round_end is not None:
                 on_round_end(record)
@@ -584,4 +695,13 @@ class FederatedTrainer:
             view_globals=view_globals,
             wall_s=elapsed_before + time.perf_counter() - start,
             resumed_from_round=first_round if ckpt is not None else None,
+            canary_rounds=list(self.canary_rounds),
         )
+
+    def _canary_checkpoint(self) -> dict[str, Any]:
+        """Return the canary observations so far, as :class:`Checkpoint` fields."""
+        if not self.canary_rounds:
+            return {}
+        return {"canary_rounds": [c.round for c in self.canary_rounds],
+                "canary_mu": [c.mu for c in self.canary_rounds],
+                "canary_projections": np.stack([c.projections for c in self.canary_rounds])}

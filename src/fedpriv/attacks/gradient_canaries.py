@@ -1,0 +1,129 @@
+"""Gradient canaries: white-box audit records of sample-level DP-SGD, to measure ε in one run.
+
+Nasr, Hayes, Steinke, Balle, Tramèr, Jagielski, Carlini & Terzis (USENIX Security
+2023, "Tight auditing of differentially private machine learning") show that
+the tightest audit of DP-SGD plants records whose *gradient* the auditor
+chooses — a "Dirac" canary, non-zero on one coordinate only — instead of crafted
+inputs; Steinke, Nasr & Jagielski (NeurIPS 2023, "Privacy auditing with one (1)
+training run") audit with many such canaries in a single run, each included
+with probability ½.  This module owns those canaries; the DP-SGD hook that
+plants them is :func:`fedpriv.dp.sample.train_local_dp` (``gradient_canaries=``).
+
+Each canary is one *record* of the client that holds it, so a canary included or
+not is one record added or removed: the add/remove-one-record relation of
+sample-level DP, whose reference is the run's stated (per-client) ε.  Canary
+``j`` has its own coordinate ``i_j`` of the flat vector of trainable parameters
+(distinct coordinates, in the order :func:`fedpriv.models.get_adapter_vector`
+flattens them) and a random sign ``s_j``; its gradient is the fixed vector
+``C·s_j·e_{i_j}``, whose norm is exactly the clip bound ``C`` — the largest
+contribution one record may make, which clipping leaves as it is.  In every
+DP-SGD step an included canary is sampled with the same Poisson probability
+``q`` as every real example (from the generator the caller passes, which it
+derives from the run's DP secret, so who was sampled stays secret as the batches
+do), and when sampled its gradient is added to the clipped sum *before* the
+noise: exactly what Opacus would do with a record of that gradient.  Planting
+and scoring ``m`` canaries costs ``O(m)`` per step whatever the adapter's size.
+
+The score is read from what the server sees — the client's update, or the
+final model minus the initial one: ``−s_j·update[i_j]`` (a descent step moves
+*against* the gradient, so an included canary pushes its coordinate by
+``−lr·C·s_j/(q·n)`` per sampled SGD step).  Higher means "included";
+:func:`fedpriv.audits.epsilon.one_run_audit` turns the scores and the secret
+inclusion flags into an ε lower bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedpriv.errors import ConfigError, DataError
+
+__all__ = ["GradientCanaries"]
+
+
+@dataclass(frozen=True)
+class GradientCanaries:
+    """``m`` Dirac gradient canaries: coordinate, sign and (secret) inclusion of each."""
+
+    coordinates: np.ndarray
+    """``i_j``: distinct int64 indices into the flat vector of trainable parameters."""
+    signs: np.ndarray
+    """``s_j`` in {−1, +1}: the canary's gradient is ``C·s_j·e_{i_j}``."""
+    included: np.ndarray
+    """Whether canary ``j`` is one of the client's records (ground truth, never in the model)."""
+
+    def __post_init__(self) -> None:
+        """Check shapes, distinct coordinates, ±1 signs and boolean flags."""
+        coordinates = np.asarray(self.coordinates)
+        m = coordinates.size
+        if coordinates.ndim != 1 or m == 0 or coordinates.dtype != np.int64:
+            raise ConfigError(f"canary coordinates must be a non-empty 1-D int64 array, got "
+                              f"shape {coordinates.shape} dtype {coordinates.dtype}; build them "
+                              "with GradientCanaries.draw")
+        if np.asarray(self.signs).shape != (m,) or np.asarray(self.included).shape != (m,):
+            raise ConfigError(f"need one sign and one inclusion flag per canary ({m}), got "
+                              f"{np.shape(self.signs)} and {np.shape(self.included)}")
+        if coordinates.min() < 0 or np.unique(coordinates).size != m:
+            raise ConfigError("canary coordinates must be distinct and >= 0: two canaries on one "
+                              "coordinate would be indistinguishable")
+        if not np.all(np.abs(np.asarray(self.signs, dtype=np.float64)) == 1):
+            raise ConfigError("canary signs must be -1 or +1")
+        if np.asarray(self.included).dtype != np.bool_:
+            raise ConfigError(f"canary inclusion flags must be booleans, got dtype "
+                              f"{np.asarray(self.included).dtype}")
+
+    @classmethod
+    def draw(cls, count: int, dim: int, rng: np.random.Generator) -> GradientCanaries:
+        """Draw ``count`` canaries on distinct coordinates of a ``dim``-long parameter vector.
+
+        Coordinates are uniform without replacement, signs uniform ±1 and each
+        canary is included independently with probability ½.
+
+        Raises:
+            ConfigError: If ``count`` is not between 1 and ``dim``.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= dim:
+            raise ConfigError(f"{count!r} gradient canaries for {dim} trainable parameters: give "
+                              "between 1 and the adapter's size (get_adapter_vector(...).size)")
+        coordinates = np.sort(rng.choice(dim, size=count, replace=False)).astype(np.int64)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=count)
+        included = rng.random(count) < 0.5
+        return cls(coordinates, signs, included)
+
+    @property
+    def count(self) -> int:
+        """Return the number of canaries (included or not)."""
+        return int(self.coordinates.size)
+
+    def sampled_in_step(self, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
+        """Return which canaries one DP-SGD step samples: included and Poisson-drawn w.p. ``q``.
+
+        ``rng`` draws one uniform per canary, included or not, so how much of the
+        generator a step consumes does not depend on the inclusion flags.
+        """
+        if not 0 < sample_rate <= 1:
+            raise ConfigError(f"the Poisson sample rate must be in (0, 1], got {sample_rate}")
+        return self.included & (rng.random(self.count) < sample_rate)
+
+    def project(self, vector: np.ndarray) -> np.ndarray:
+        """Return ``s_j·vector[i_j]`` for every canary.
+
+        Raises:
+            DataError: If ``vector`` is not 1-D or too short for the coordinates.
+        """
+        values = np.asarray(vector, dtype=np.float64)
+        if values.ndim != 1 or values.size <= int(self.coordinates.max()):
+            raise DataError(f"a vector of shape {values.shape} does not hold canary coordinate "
+                            f"{int(self.coordinates.max())}; pass the flat adapter vector "
+                            "(get_adapter_vector) the canaries were drawn for")
+        return self.signs * values[self.coordinates]
+
+    def scores(self, update: np.ndarray) -> np.ndarray:
+        """Return ``−s_j·update[i_j]``: higher when canary ``j`` pushed the model (included).
+
+        ``update`` is what the server sees: the client's update or the final
+        model minus the initial one.
+        """
+        return -self.project(update)
