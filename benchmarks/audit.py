@@ -9,13 +9,18 @@ and analysis; :func:`fedpriv.audits.ceiling.idealized_lower_bound`).  Parts:
 
 * ``text`` — black-box input-space canaries on the final model (memorising
   configuration: 4 clients × 20 members, 16 rounds × 20 AdamW steps, LoRA
-  rank 64 on every linear layer), without DP and under sample-level DP at ε = 8,
+  rank 64 on every linear layer) without DP;
+* ``text-dp`` — the same under sample-level DP at ε = 8 (8 rounds × 10 steps),
   where the same run also carries ``gradient`` canaries: white-box Dirac
   canaries inserted into one client's DP-SGD steps, scored on what the server
   saw (every round's update of that client) and on the final model;
+* ``gradient`` — gradient canaries alone under sample-level DP at ε = 8 with
+  SGD as the local optimizer (a client's update is then linear in its noised
+  gradient sums), on the cheap federation below;
 * ``client`` — canary clients (Andrew et al. 2024) under user-level DP at ε = 8
-  and ε = 4 and distributed DP at ε = 8, scored on every round's released
-  aggregate and on the final model, with Andrew et al.'s ε estimate;
+  and ε = 4 (every client every round) and at ε = 8 with Poisson client
+  sampling at q = ½, and distributed DP at ε = 8, scored on every round's
+  released aggregate and on the final model, with Andrew et al.'s ε estimate;
 * ``mutation`` — at a stated ε = 1, each DP mode with its noise divided by 10
   and removed (``noise/10``, ``no-noise``) must be flagged; with the real noise
   (three seeds) it must not;
@@ -28,7 +33,8 @@ reports' audit blocks; the table in ``benchmarks/RESULTS.md`` is written from it
 
     python benchmarks/audit.py                  # about 30 minutes on 2 cores
     python benchmarks/audit.py --quick          # a smoke run (fewer canaries, rounds)
-    python benchmarks/audit.py --only client    # one part: text, client, mutation, overhead
+    python benchmarks/audit.py --only client    # one part: text, text-dp, client, mutation,
+                                                #   overhead
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MEMORISING_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every linear layer of the built-in model: rank 64 here gives the adapter the capacity to
 memorise ~500 random canaries (attention-only rank 16 reached only 0.58)."""
-PARTS = ("text", "client", "mutation", "overhead")
+PARTS = ("text", "text-dp", "gradient", "client", "mutation", "overhead")
 
 
 def memorising(canaries: int, runs: list[dict[str, Any]], quick: bool,
@@ -139,11 +145,41 @@ def audit(cfg: AuditConfig, tmp: Path, name: str, **kwargs: Any) -> dict[str, An
 
 
 def part_text(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    """No DP: text canaries on the memorising configuration."""
     m = 200 if quick else 1000
-    report = audit(memorising(m, [
-        {"name": "no-dp"},
-        {"name": "sample-dp-eps8", "dp": "sample", "epsilon": 8.0},
-    ], quick, gradient=m), tmp, "text")
+    report = audit(memorising(m, [{"name": "no-dp"}], quick), tmp, "text")
+    return [row for run in report["runs"] for row in rows_of(run, None)]
+
+
+def part_text_dp(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    """Sample-level DP at ε = 8: black-box text and white-box gradient canaries, one run.
+
+    Half the memorising schedule (8 rounds × 10 steps): under DP-SGD the rate
+    comes from the clients' public size (20 members) while the included text
+    canaries sit in their data too, so every Poisson batch holds ~6× more
+    examples than without canaries.
+    """
+    m = 200 if quick else 1000
+    cfg = memorising(m, [{"name": "sample-dp-eps8", "dp": "sample", "epsilon": 8.0}], quick,
+                     gradient=m)
+    if not quick:
+        cfg = replace(cfg, federation=replace(cfg.federation, rounds=8, local_steps=10))
+    report = audit(cfg, tmp, "text-dp")
+    return [row for run in report["runs"] for row in rows_of(run, None)]
+
+
+def part_gradient(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    """Sample-level DP at ε = 8 with SGD as the local optimizer: the white-box audit's best case.
+
+    With SGD a client's update is linear in its noised gradient sums, so the
+    canaries' coordinates summed over the rounds are the Gaussian statistic;
+    AdamW (the ``text-dp`` part) rescales each coordinate by its own history.
+    """
+    m = 200 if quick else 1000
+    cfg = cheap([{"name": "sample-dp-eps8-sgd", "dp": "sample", "epsilon": 8.0}], seed=0,
+                quick=quick, client_canaries=0, gradient=m)
+    cfg = replace(cfg, federation=replace(cfg.federation, optimizer="sgd", lr=0.05))
+    report = audit(cfg, tmp, "gradient")
     return [row for run in report["runs"] for row in rows_of(run, None)]
 
 
@@ -155,7 +191,12 @@ def part_client(tmp: Path, quick: bool) -> list[dict[str, Any]]:
         {"name": "distributed-dp-eps8", "protocol": "secagg", "dp": "distributed",
          "epsilon": 8.0},
     ], seed=0, quick=quick, client_canaries=m, gradient=0), tmp, "client")
-    return [row for run in report["runs"] for row in rows_of(run, None)]
+    rows = [row for run in report["runs"] for row in rows_of(run, None)]
+    sampled = cheap([{"name": "user-dp-eps8-q0.5", "dp": "user", "epsilon": 8.0}], seed=0,
+                    quick=quick, client_canaries=m, gradient=0)
+    sampled = replace(sampled, federation=replace(sampled.federation, clients_per_round=4))
+    report = audit(sampled, tmp, "client-sampled")  # Poisson client sampling at q = ½
+    return rows + [row for run in report["runs"] for row in rows_of(run, None)]
 
 
 MUTATION_RUNS = [
@@ -270,7 +311,8 @@ def main() -> None:
                 overhead = result["overhead"]
                 print(json.dumps(result), flush=True)
                 continue
-            runner = {"text": part_text, "client": part_client, "mutation": part_mutation}[part]
+            runner = {"text": part_text, "text-dp": part_text_dp, "gradient": part_gradient,
+                      "client": part_client, "mutation": part_mutation}[part]
             for row in runner(Path(tmp), args.quick):
                 row["part"] = part
                 rows.append(row)

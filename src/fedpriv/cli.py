@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -20,13 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedpriv import __version__
+from fedpriv.audits.config import RunConfig
 from fedpriv.audits.progress import AuditProgress
+from fedpriv.audits.results import RunOutcome
 from fedpriv.audits.sweep import SweepProgress
 from fedpriv.errors import FedprivError
 
 if TYPE_CHECKING:
-    from fedpriv.audits.config import RunConfig
-    from fedpriv.audits.runner import RunOutcome
     from fedpriv.audits.sweep import SweepCell
     from fedpriv.train.loop import RoundRecord
 
@@ -45,6 +47,35 @@ err_console = Console(stderr=True)
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextmanager
+def _command_errors(interrupted: str) -> Iterator[None]:
+    """Turn a FedprivError into one line on stderr (exit 2) and Ctrl-C into ``interrupted`` (130).
+
+    ``interrupted`` says what was kept and how to continue.
+    """
+    try:
+        yield
+    except FedprivError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise _fail(interrupted, code=130) from None
+
+
+@contextmanager
+def _live_progress(show: bool, header: str) -> Iterator[Progress | None]:
+    """Progress bars on stderr, under the line ``header``, while the body runs (``None``: quiet)."""
+    if not show:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[ppl]}"), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    ) as bars:
+        err_console.print(header, highlight=False)
+        yield bars
 
 
 def _version(value: bool) -> None:
@@ -169,55 +200,44 @@ def audit(
     ] = "inprocess",
 ) -> None:
     """Fine-tune and measure each configuration; write OUT/report.json and OUT/report.md."""
-    from fedpriv.audits.config import apply_overrides, load_config, load_preset, override_runs
+    from fedpriv.audits.config import load_config, load_preset, override, override_runs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # our own bars own the terminal
-    try:
+    interrupted = (f"interrupted; finished rounds are checkpointed in {out}/ — rerun with "
+                   "--resume to continue")
+    with _command_errors(interrupted):
         if config is not None and preset is not None:
             raise _fail("give a config file or --preset, not both")
         if resume and overwrite:
             raise _fail("--resume and --overwrite contradict each other; pick one")
         cfg = load_config(config) if config is not None else load_preset(preset or "default")
-        overrides: dict[str, Any] = {
-            "federation__rounds": rounds,
-            "federation__clients": clients,
+        flags: dict[str, Any] = {
+            "federation.rounds": rounds,
+            "federation.clients": clients,
             "seed": seed,
             "device": device,
-            "model__name": model,
-            "data__source": data,
-            "data__text_field": text_field,
-            "data__partition": partition or ("iid" if data is not None else None),
-            "federation__dropout": dropout,
+            "model.name": model,
+            "data.source": data,
+            "data.text_field": text_field,
+            "data.partition": partition or ("iid" if data is not None else None),
+            "federation.dropout": dropout,
         }
-        cfg = override_runs(apply_overrides(cfg, **overrides), protocol=protocol, dp=dp,
-                            epsilon=epsilon, deterministic=dp_deterministic)
+        cfg = override(cfg, {key: value for key, value in flags.items() if value is not None})
+        cfg = override_runs(cfg, protocol=protocol, dp=dp, epsilon=epsilon,
+                            deterministic=dp_deterministic)
         from fedpriv.audits.runner import audit_engine, preflight
 
         run_audit = audit_engine(engine)
 
         preflight(cfg)  # run_audit checks again; here so bad input fails before any output
-        show = not (quiet or as_json)
-        if show:
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[ppl]}"), TimeElapsedColumn(),
-                console=err_console, transient=False,
-            ) as bars:
-                err_console.print(f"fedpriv audit '{cfg.name}': {len(cfg.runs)} run(s), "
-                                  f"{cfg.federation.rounds} rounds, {cfg.federation.clients} "
-                                  f"clients → {out}/", highlight=False)
-                report = run_audit(cfg, out, resume=resume, overwrite=overwrite,
-                                   progress=_RichProgress(bars))
-        else:
-            report = run_audit(cfg, out, resume=resume, overwrite=overwrite)
-    except FedprivError as err:
-        raise _fail(str(err)) from None
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; finished rounds are checkpointed in {out}/ — rerun with "
-                    "--resume to continue", code=130) from None
+        header = (f"fedpriv audit '{cfg.name}': {len(cfg.runs)} run(s), "
+                  f"{cfg.federation.rounds} rounds, {cfg.federation.clients} clients → {out}/")
+        with _live_progress(not (quiet or as_json), header) as bars:
+            report = run_audit(cfg, out, resume=resume, overwrite=overwrite,
+                               progress=None if bars is None else _RichProgress(bars))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif not quiet:
@@ -388,7 +408,9 @@ def sweep(
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     ledger = out / LEDGER_NAME
-    try:
+    interrupted = (f"interrupted; the finished cells are kept in {ledger} — re-run the same "
+                   "command to continue with the others")
+    with _command_errors(interrupted):
         cfg = load_config(config)
         axes = parse_grid(grid or [])
         from fedpriv.audits.runner import audit_engine
@@ -402,25 +424,12 @@ def sweep(
         if skipped and not quiet:
             err_console.print(f"skipping {skipped} finished cell{'' if skipped == 1 else 's'} "
                               f"(recorded in {ledger})", highlight=False)
-        if not (quiet or as_json):
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[ppl]}"), TimeElapsedColumn(),
-                console=err_console, transient=False,
-            ) as bars:
-                shape = " × ".join(f"{len(a.values)} {a.key}" for a in axes)
-                err_console.print(f"fedpriv sweep '{cfg.name}': {len(plan.cells)} cells "
-                                  f"({shape}), {len(plan.pending)} to run → {out}/",
-                                  highlight=False)
-                summary = run_sweep(plan, progress=_RichSweepProgress(
-                    bars, total=len(plan.cells), done=skipped), engine=engine)
-        else:
-            summary = run_sweep(plan, engine=engine)
-    except FedprivError as err:
-        raise _fail(str(err)) from None
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; the finished cells are kept in {ledger} — re-run the same "
-                    "command to continue with the others", code=130) from None
+        shape = " × ".join(f"{len(a.values)} {a.key}" for a in axes)
+        header = (f"fedpriv sweep '{cfg.name}': {len(plan.cells)} cells ({shape}), "
+                  f"{len(plan.pending)} to run → {out}/")
+        with _live_progress(not (quiet or as_json), header) as bars:
+            summary = run_sweep(plan, progress=None if bars is None else _RichSweepProgress(
+                bars, total=len(plan.cells), done=skipped), engine=engine)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     elif not quiet:

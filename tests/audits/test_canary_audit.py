@@ -86,3 +86,15 @@ def test_gradient_audit_of_sample_dp_flags_removed_noise_only(tmp_path: Path) ->
     block = broken["runs"][0]["leakage"]["gradient_audit"]
     assert block["observations"]["all_rounds"]["epsilon_lower_bound"] > block["reference_epsilon"]
     assert block["violation"]
+
+
+def test_too_few_canaries_on_a_side_give_no_estimate_but_still_a_bound() -> None:
+    import numpy as np
+
+    from fedpriv.audits.canary_audit import observation_block
+
+    scores, included = np.array([3.0, 0.1, -0.2, 0.4]), np.array([True, False, False, False])
+    block = observation_block(scores, included, observed="test", score="test", delta=1e-5,
+                              confidence=0.95, reference=1.0)
+    assert block["epsilon_estimate"] is None
+    assert block["epsilon_lower_bound"] >= 0 and not block["violation"]

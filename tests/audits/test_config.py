@@ -12,9 +12,12 @@ from fedpriv.audits.config import (
     from_mapping,
     load_config,
     load_preset,
+    override,
     to_dict,
 )
+from fedpriv.audits.sweep import apply_cell, cell_label
 from fedpriv.errors import ConfigError
+from helpers import tiny_config_dict
 
 
 def test_presets_load_and_round_trip() -> None:
@@ -120,3 +123,74 @@ def test_sampled_per_round() -> None:
     assert FederationConfig(clients=10, clients_per_round=3).sampled_per_round == 3
     assert FederationConfig(clients=10, client_fraction=0.25).sampled_per_round == 2
     assert FederationConfig(clients=3, client_fraction=0.01).sampled_per_round == 1
+
+
+def _mixed_runs() -> AuditConfig:
+    data = tiny_config_dict()
+    data["runs"] = [
+        {"name": "plain", "protocol": "plain"},
+        {"name": "sample", "protocol": "plain", "dp": "sample", "epsilon": 8.0},
+        {"name": "user", "protocol": "secagg+", "dp": "user",
+         "dp_params": {"noise_multiplier": 1.5}},
+    ]
+    return from_mapping(AuditConfig, data)
+
+
+@pytest.mark.parametrize("values", [
+    {"runs.epsilon": 3.0},
+    {"runs.dp": "user", "runs.epsilon": 3.0},
+    {"runs.dp": "none"},
+    {"runs.dp": "sample", "runs.epsilon": 2.0},
+    {"runs.protocol": "secagg+"},
+    {"runs.protocol_params.threshold": 2},
+    {"federation.lr": 1e-3},
+    {"model.lora.rank": 4},
+    {"attacks.client_canaries": 8},
+    {"seed": 7},
+    {"seed": 3, "federation.lr": 1e-2, "runs.dp": "user", "runs.epsilon": 4.0},
+])
+def test_override_gives_the_config_of_a_grid_cell(values: dict[str, object]) -> None:
+    base = _mixed_runs()
+    assert override(base, values) == apply_cell(base, values)
+    where = f"grid cell {cell_label(values)}"
+    assert override(base, values, where=where) == apply_cell(base, values)
+
+
+@pytest.mark.parametrize("values", [
+    {"federation.lrr": 1e-3},
+    {"runs.protocoll": "plain"},
+    {"federation.rounds": -1},
+    {"runs.dp": "user", "seed": 1},
+])
+def test_override_fails_like_a_grid_cell(values: dict[str, object]) -> None:
+    base = _mixed_runs()
+    with pytest.raises(ConfigError) as cell_error:
+        apply_cell(base, values)
+    with pytest.raises(ConfigError) as plain:
+        override(base, values)
+    with pytest.raises(ConfigError) as prefixed:
+        override(base, values, where=f"grid cell {cell_label(values)}")
+    assert str(prefixed.value) == str(cell_error.value)
+    assert str(cell_error.value) == f"grid cell {cell_label(values)}: {plain.value}"
+
+
+def test_override_warns_like_a_grid_cell_when_no_run_uses_dp(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    base = from_mapping(AuditConfig, tiny_config_dict())
+    values = {"runs.epsilon": 3.0}
+    with caplog.at_level("WARNING"):
+        assert override(base, values, where="grid cell runs.epsilon=3") == base
+        apply_cell(base, values)
+    assert [r.getMessage() for r in caplog.records] == [
+        "grid cell runs.epsilon=3: runs.epsilon=3 sets no run (no run uses DP there)"] * 2
+
+
+def test_override_sets_tables_and_drops_free_entries() -> None:
+    base = from_mapping(AuditConfig, {"runs": [
+        {"name": "s", "protocol": "secagg+", "protocol_params": {"threshold": 2}}]})
+    cleared = override(base, {"runs.protocol_params.threshold": None})
+    assert cleared.runs[0].protocol_params == {}
+    lora = override(base, {"model.lora": {"rank": 2, "target_modules": ("q_proj",)}})
+    assert lora.model.lora.rank == 2 and lora.model.lora.target_modules == ("q_proj",)
+    assert base.model.lora.rank != 2  # the base is untouched

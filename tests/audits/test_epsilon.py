@@ -128,6 +128,30 @@ def test_canaries_are_planted_once_and_counted_in_the_data() -> None:
     assert not set(audit.texts) & set(dataset.all_nonmembers())
 
 
+def test_repeated_canaries_are_a_group_with_the_group_epsilon_as_reference() -> None:
+    """Copies of a canary are records of one client; sample DP's reference is the group ε."""
+    from dataclasses import replace
+
+    from fedpriv.audits.leakage import audit_reference, audit_relation
+    from fedpriv.audits.runner import plan_runs_dp
+
+    cfg = _config(0, [{"name": "sample", "dp": "sample", "epsilon": 2.0}])
+    cfg = replace(cfg, attacks=replace(cfg.attacks, epsilon_canary_repetitions=3))
+    dataset = build_dataset(cfg)
+    audit = dataset.audit_canaries
+    assert audit is not None and audit.repetitions == 3
+    members = dataset.all_members()
+    for text, inc in zip(audit.texts, audit.included, strict=True):
+        assert members.count(text) == 3 * int(inc)
+    plan = plan_runs_dp(cfg, dataset)["sample"]
+    assert plan is not None
+    assert audit_relation("sample", 3) == "add/remove a group of 3 copies of one record"
+    group = audit_reference(plan, 3)
+    assert group is not None and group > plan.epsilon
+    assert audit_reference(plan, 1) == plan.epsilon
+    assert audit_relation("user", 3) == "replace-one client"
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_empirical_epsilon_below_theoretical_with_dp_positive_without(seed: int,
                                                                        tmp_path: Path) -> None:

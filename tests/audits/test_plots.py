@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from fedpriv.audits.plots import (
     plot_roc,
     write_plots,
 )
+from fedpriv.audits.plots.common import _label_box, _overlap
+from fedpriv.audits.plots.roc import _roc_arrays
 from fedpriv.audits.report import COLUMNS, render_markdown, summary_rows, validate_report
 from fedpriv.cli import _summary_table, app
 
@@ -146,11 +150,11 @@ def test_roc_with_and_without_points(tmp_path: Path) -> None:
 
 
 def test_roc_accepts_both_point_layouts() -> None:
-    as_dict = plots._roc_arrays({"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.8, 1.0]})
-    as_pairs = plots._roc_arrays([[0.0, 0.0], [0.5, 0.8], [1.0, 1.0]])
+    as_dict = _roc_arrays({"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.8, 1.0]})
+    as_pairs = _roc_arrays([[0.0, 0.0], [0.5, 0.8], [1.0, 1.0]])
     assert as_dict == as_pairs == ([0.0, 0.5, 1.0], [0.0, 0.8, 1.0])
-    assert plots._roc_arrays({"fpr": [0.1], "tpr": []}) is None
-    assert plots._roc_arrays("nonsense") is None
+    assert _roc_arrays({"fpr": [0.1], "tpr": []}) is None
+    assert _roc_arrays("nonsense") is None
 
 
 def test_inversion_rows_redact_masks_email_and_digits() -> None:
@@ -274,12 +278,12 @@ def test_label_offsets_avoid_each_other_and_obstacles() -> None:
     obstacles = [(a[0] - 4, a[1] - 4, a[0] + 4, a[1] + 4) for a in anchors]
     bounds = (0.0, 0.0, 400.0, 400.0)
     offsets = plots.choose_label_offsets(anchors, sizes, obstacles, bounds)
-    boxes = [plots._label_box(a, s, o) for a, s, o in zip(anchors, sizes, offsets, strict=True)]
+    boxes = [_label_box(a, s, o) for a, s, o in zip(anchors, sizes, offsets, strict=True)]
     for i, box in enumerate(boxes):
         assert bounds[0] <= box[0] and box[2] <= bounds[2]
         assert bounds[1] <= box[1] and box[3] <= bounds[3]
-        assert all(plots._overlap(box, ob) == 0 for ob in obstacles)
-        assert all(plots._overlap(box, other) == 0 for other in boxes[:i])
+        assert all(_overlap(box, ob) == 0 for ob in obstacles)
+        assert all(_overlap(box, other) == 0 for other in boxes[:i])
     assert plots.choose_label_offsets(anchors, sizes, obstacles, bounds) == offsets
 
 
@@ -337,3 +341,13 @@ def test_report_shows_intervals_and_unresolvable_tpr(tmp_path: Path) -> None:
     bad["runs"][0]["leakage"]["mia"]["auc_ci"] = [0.2]
     with pytest.raises(jsonschema.ValidationError):
         validate_report(bad)
+
+
+def test_importing_the_report_leaves_matplotlib_unloaded() -> None:
+    # A fresh interpreter: this one already imported matplotlib for the figures.
+    code = ("import sys, fedpriv.audits.report, fedpriv.audits.plots; "
+            "print('matplotlib' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

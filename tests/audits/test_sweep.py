@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fedpriv.audits import sweep
+from fedpriv.audits import ledger, sweep
 from fedpriv.audits.config import AuditConfig, from_mapping
 from fedpriv.audits.sweep import (
     append_ledger,
@@ -195,7 +195,7 @@ def test_a_record_is_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         calls.append(len(data))
         return real_write(fd, data)
 
-    monkeypatch.setattr(sweep.os, "write", counting_write)
+    monkeypatch.setattr(ledger.os, "write", counting_write)
     append_ledger(tmp_path / "sweep.jsonl", {"id": "a", "runs": [{"x": 1.5}] * 100})
     monkeypatch.undo()
     data = (tmp_path / "sweep.jsonl").read_bytes()

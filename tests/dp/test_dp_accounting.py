@@ -504,3 +504,21 @@ def test_accountants_never_below_the_pld_lower_bound(accountant):
             sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
             sampling_prob=q).self_compose(steps).get_epsilon_for_delta(1e-5)
         assert epsilon(sigma, q, steps, 1e-5, accountant) >= floor
+
+
+def test_group_epsilon_is_exact_without_sampling_and_grows_with_the_group() -> None:
+    """Copies of a unit at q = 1 are one Gaussian of σ/k (exact ε); with q < 1 ε grows with k."""
+    from fedpriv.dp.accounting import GaussianSteps, epsilon_group, gaussian_epsilon_exact
+
+    full = [GaussianSteps(4.0, 1.0, 10)]
+    assert epsilon_group(full, 1e-5, 1) == pytest.approx(epsilon_of(full, 1e-5))
+    for k in (2, 4):
+        assert epsilon_group(full, 1e-5, k, "prv") == pytest.approx(
+            gaussian_epsilon_exact(4.0 / k, 10, 1e-5), rel=0.03)
+    sampled = [GaussianSteps(1.2, 0.05, 300)]
+    base = epsilon_of(sampled, 1e-5)
+    values = [epsilon_group(sampled, 1e-5, k) for k in (1, 2, 4)]
+    assert values[0] == pytest.approx(base)
+    assert base < values[1] < values[2]
+    with pytest.raises(ConfigError, match="group size"):
+        epsilon_group(sampled, 1e-5, 0)

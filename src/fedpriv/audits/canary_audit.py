@@ -65,7 +65,8 @@ def observation_block(
 ) -> dict[str, Any]:
     """Return one observation's bounds, estimate and ceilings (report.json's shape).
 
-    ``estimate``: add Andrew et al.'s Gaussian-fit ε estimate (null otherwise).
+    ``estimate``: add Andrew et al.'s Gaussian-fit ε estimate (null otherwise, and
+    when fewer than two canaries are in or out: no Gaussian fits one score).
     ``f_dp_valid``: why the mechanism is μ-GDP with the μ of its stated ε (a
     composition of unsubsampled Gaussians), so that the f-DP bound may be held
     against the stated ε; None: it is reported for comparison only and never
@@ -76,7 +77,7 @@ def observation_block(
     fdp = one_run_audit_fdp(scores, included, delta=delta, confidence=confidence)
     m = int(scores.size)
     guess = (gaussian_epsilon_estimate(scores[included], scores[~included], delta=delta)
-             if estimate and 0 < included.sum() < included.size else None)
+             if estimate and 2 <= included.sum() <= included.size - 2 else None)
     block: dict[str, Any] = {
         "observed": observed,
         "score": score,

@@ -1,7 +1,8 @@
 """Typed, frozen audit configuration: what one ``fedpriv audit`` runs.
 
 An :class:`AuditConfig` is built from a TOML file (a preset in ``audits/`` or the
-user's own), then CLI flags are applied on top with :func:`apply_overrides`.
+user's own), then CLI flags and grid cells are applied on top with :func:`override`
+(dotted keys, ``runs.KEY`` for every run).
 Every field is type-checked and range-checked when the object is built; unknown
 keys are rejected with the list of valid ones, so a misspelt key fails before
 any model is loaded.  Building from a mapping is generic over the dataclasses
@@ -12,10 +13,11 @@ readable from TOML and written back by :func:`to_dict`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -29,6 +31,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_DATA = "builtin"
 PARTITION_SCHEMES = ("iid", "dirichlet", "natural")
@@ -231,7 +235,10 @@ class AttackConfig:
     ``words`` by default: random words of the corpus; ``rare-tokens``: words
     that are one token of the model's tokenizer, rarest in the clients' data
     first, which LoRA on attention only memorises *less* — their output
-    embeddings stay frozen and untrained).  ``client_canaries``:
+    embeddings stay frozen and untrained).  ``epsilon_canary_repetitions``:
+    copies of each included canary in its client's data (default 1); under
+    sample-level DP the audit's unit is then a group of that many records and
+    its reference the group ε (:func:`fedpriv.dp.accounting.epsilon_group`).  ``client_canaries``:
     canary clients (Andrew et al. 2024) planted in user-level and distributed DP
     runs for the client-level one-run audit (each included with probability ½;
     ignored by runs without client-level DP).  ``gradient_canaries``:
@@ -247,6 +254,7 @@ class AttackConfig:
     client_canaries: int = 0
     gradient_canaries: int = 0
     epsilon_canary_kind: str = "words"
+    epsilon_canary_repetitions: int = 1
 
     def __post_init__(self) -> None:
         _check(0 <= self.shadow_models <= 16,
@@ -259,6 +267,9 @@ class AttackConfig:
         _check(self.epsilon_canary_kind in AUDIT_CANARY_KINDS,
                f"attacks.epsilon_canary_kind must be one of {', '.join(AUDIT_CANARY_KINDS)}, "
                f"got {self.epsilon_canary_kind!r}")
+        _check(1 <= self.epsilon_canary_repetitions <= 64,
+               "attacks.epsilon_canary_repetitions must be in [1, 64], got "
+               f"{self.epsilon_canary_repetitions}")
         _check(self.gradient_canaries == 0 or 2 <= self.gradient_canaries <= 1_000_000,
                "attacks.gradient_canaries must be 0 (off) or in [2, 1000000], got "
                f"{self.gradient_canaries}")
@@ -431,66 +442,166 @@ def load_preset(name: str) -> AuditConfig:
     raise ConfigError(f"unknown preset '{name}'; available: {', '.join(available_presets())}")
 
 
-def apply_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
-    """Apply CLI-style overrides given as dotted keys with ``__`` (``federation__rounds=3``).
+# ------------------------------------------------------------------------- overriding
 
-    ``None`` values are ignored, so callers can pass every optional flag straight through.
-    Values go through the same type and range checks as the TOML file.
+RUNS_PREFIX = "runs."
+"""Keys under this prefix set a setting of every run (``runs.epsilon``, ``runs.dp``, …)."""
+_FREE_TABLES = ("protocol_params", "dp_params")
+
+
+def format_value(value: Any) -> str:
+    """Show an override value compactly: ``3`` for 3.0, ``0.001``, ``none``, ``true``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def _set_path(node: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    """Set the dotted path ``parts`` in the mapping ``node``, creating tables on the way."""
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    if value is None and len(parts) >= 2 and parts[-2] in _FREE_TABLES:
+        node.pop(parts[-1], None)  # a free-table entry set to none falls back to its default
+    else:
+        node[parts[-1]] = to_dict(value)  # tuples become lists, tables are copied
+
+
+def _run_key_order(key: str) -> tuple[int, str]:
+    # dp first: switching a run's DP mode resets its DP settings, which the others then set
+    return (0 if key == "runs.dp" else 1, key)
+
+
+def _set_on_run(run: dict[str, Any], key: str, value: Any) -> bool:
+    """Set ``key`` (``runs.…``) on one run mapping; return whether it applied to that run."""
+    parts = key[len(RUNS_PREFIX):].split(".")
+    if parts == ["dp"]:
+        if value != run.get("dp", "none"):
+            run["dp_params"] = {}  # mode-specific knobs of the old mode would be rejected
+            if value == "none":
+                run["epsilon"] = None
+        run["dp"] = value
+        return True
+    if parts == ["epsilon"]:
+        if run.get("dp", "none") == "none":
+            return False  # the target ε of every DP run
+        run["epsilon"] = value
+        run.setdefault("dp_params", {}).pop("noise_multiplier", None)
+        return True
+    _set_path(run, parts, value)
+    return True
+
+
+def _override_mapping(data: dict[str, Any], values: Mapping[str, Any], *, where: str = "") -> None:
+    """Apply the dotted-key ``values`` to ``data`` (a config as :func:`to_dict` gives it), in place.
+
+    The mapping is not validated here; :func:`override` does that.  ``where``
+    names the overrides in the warning of a ``runs.*`` key that sets no run.
+    """
+    for key, value in values.items():
+        if not key.startswith(RUNS_PREFIX):
+            _set_path(data, key.split("."), value)
+    for key in sorted((k for k in values if k.startswith(RUNS_PREFIX)), key=_run_key_order):
+        applied = [_set_on_run(run, key, values[key]) for run in data["runs"]]
+        if not any(applied):
+            logger.warning("%s%s=%s sets no run (no run uses DP there)",
+                           f"{where}: " if where else "", key, format_value(values[key]))
+
+
+def override(config: AuditConfig, values: Mapping[str, Any], *, where: str = "") -> AuditConfig:
+    """Return ``config`` with the dotted-key ``values`` set, validated by :func:`from_mapping`.
+
+    A key is a dotted path into the config (``federation.lr``, ``model.lora.rank``,
+    ``seed``, ``data.canaries``) and its value replaces what is there; an entry
+    of a free table (``runs.protocol_params.NAME``, ``runs.dp_params.NAME``)
+    set to ``None`` is removed, so it falls back to its default.  Keys under
+    ``runs.`` apply to every run, ``runs.dp`` first: it resets a run's
+    ``dp_params`` when it changes the run's mode (and its ``epsilon`` when the
+    mode becomes ``none``); ``runs.epsilon`` sets the target ε of the DP runs
+    only and drops their ``noise_multiplier``, and a warning says when no run
+    uses DP.  ``where`` (e.g. ``grid cell federation.lr=0.001``) prefixes that
+    warning and the message of any :class:`ConfigError`.
     """
     data = to_dict(config)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        parts = key.split("__")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"unknown override '{key.replace('__', '.')}'")
-            node = node[part]
-        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-    return from_mapping(AuditConfig, data)
+    _override_mapping(data, values, where=where)
+    try:
+        return from_mapping(AuditConfig, data)
+    except ConfigError as err:
+        if not where:
+            raise
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def apply_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
+    """:func:`override` with keyword keys, ``__`` for the dots (``federation__rounds=3``).
+
+    ``None`` values are ignored, so callers can pass every optional flag straight through.
+    """
+    values = {key.replace("__", "."): value for key, value in overrides.items()
+              if value is not None}
+    return override(config, values)
+
+
+def run_flag_values(
+    config: AuditConfig, *, protocol: str | None = None, dp: str | None = None,
+    epsilon: float | None = None,
+) -> dict[str, Any]:
+    """Translate the CLI's ``--protocol`` / ``--dp`` / ``--epsilon`` into :func:`override` values.
+
+    ``protocol`` replaces the runs by a single run with that protocol (named after
+    it and the DP mode).  ``dp`` is ``runs.dp``; besides, a run whose mode it
+    changes is renamed to say so (``plain`` under ``--dp user`` becomes
+    ``plain-user-dp``) and loses the ε of its old mode.  ``epsilon`` is
+    ``runs.epsilon``.
+    """
+    values: dict[str, Any] = {}
+    if protocol is not None:
+        mode = dp or "none"
+        values["runs"] = [{"name": protocol if mode == "none" else f"{protocol}-{mode}-dp",
+                           "protocol": protocol}]
+    elif dp is not None and any(run.dp != dp for run in config.runs):
+        suffix = f"-{'no' if dp == 'none' else dp}-dp"
+        values["runs"] = [
+            to_dict(run) if run.dp == dp else {**to_dict(run), "name": run.name + suffix,
+                                               "epsilon": None}
+            for run in config.runs
+        ]
+    if dp is not None:
+        values["runs.dp"] = dp
+    if epsilon is not None:
+        values["runs.epsilon"] = epsilon
+    return values
 
 
 def override_runs(
     config: AuditConfig, *, protocol: str | None = None, dp: str | None = None,
     epsilon: float | None = None, deterministic: bool = False,
 ) -> AuditConfig:
-    """Apply ``--protocol`` / ``--dp`` / ``--epsilon`` to the runs of ``config``.
+    """Apply ``--protocol`` / ``--dp`` / ``--epsilon`` / ``--dp-deterministic`` to ``config``.
 
-    ``protocol`` replaces the runs by a single run with that protocol (named after
-    it and the DP mode).  ``dp`` sets every run's DP mode (``none`` also drops
-    their DP settings), and a run whose mode it changes is renamed to say so
-    (``plain`` under ``--dp user`` becomes ``plain-user-dp``); ``epsilon`` sets
-    the target ε of every DP run (and drops a noise multiplier given in the file,
-    which it replaces).  ``deterministic`` sets
-    ``dp_params.deterministic`` on every DP run (debugging: noise from the seed).
+    The first three are :func:`run_flag_values` given to :func:`override`;
+    ``deterministic`` also sets ``dp_params.deterministic`` on every DP run
+    (debugging: noise from the seed).  ``--epsilon`` and ``--dp-deterministic``
+    with no DP run among the resulting runs are refused.
     """
     if protocol is None and dp is None and epsilon is None and not deterministic:
         return config
-    runs = [to_dict(r) for r in config.runs]
-    if protocol is not None:
-        mode = dp or "none"
-        runs = [{"name": protocol if mode == "none" else f"{protocol}-{mode}-dp",
-                 "protocol": protocol, "dp": mode}]
-    for run in runs:
-        if dp is not None:
-            if dp != run.get("dp", "none"):
-                run["dp_params"] = {}
-                run["epsilon"] = None
-                if protocol is None:  # the name says the mode the flag gave it
-                    run["name"] = f"{run['name']}-{'no' if dp == 'none' else dp}-dp"
-            run["dp"] = dp
-        if epsilon is not None and run.get("dp", "none") != "none":
-            run["epsilon"] = epsilon
-            run.get("dp_params", {}).pop("noise_multiplier", None)
-    if epsilon is not None and all(r.get("dp", "none") == "none" for r in runs):
+    modes = [dp or "none"] if protocol is not None else [
+        run.dp if dp is None else dp for run in config.runs]
+    if epsilon is not None and all(mode == "none" for mode in modes):
         raise ConfigError("--epsilon needs a DP run: add --dp sample or --dp user")
-    if deterministic:
-        if all(r.get("dp", "none") == "none" for r in runs):
-            raise ConfigError("--dp-deterministic needs a DP run: add --dp sample or --dp user")
-        for run in runs:
+    if deterministic and all(mode == "none" for mode in modes):
+        raise ConfigError("--dp-deterministic needs a DP run: add --dp sample or --dp user")
+    data = to_dict(config)
+    _override_mapping(data, run_flag_values(config, protocol=protocol, dp=dp, epsilon=epsilon))
+    if deterministic:  # dp_params.deterministic of the DP runs only (runs.dp has reset theirs)
+        for run in data["runs"]:
             if run.get("dp", "none") != "none":
                 run.setdefault("dp_params", {})["deterministic"] = True
-    data = to_dict(config)
-    data["runs"] = runs
     return from_mapping(AuditConfig, data)

@@ -48,6 +48,8 @@ from fedpriv.attacks.mia import (
 from fedpriv.audits.canary_audit import observation_block
 from fedpriv.audits.epsilon import one_run_audit
 from fedpriv.data import AuditCanaries, FederatedDataset
+from fedpriv.dp.accounting import GaussianSteps, epsilon_group
+from fedpriv.dp.config import DPPlan
 from fedpriv.models import get_adapter_vector, set_adapter_vector
 from fedpriv.protocols import ServerView
 from fedpriv.train.batching import TokenIds, encode_texts
@@ -132,9 +134,36 @@ AUDIT_RELATION_CLIENT = "replace-one client"
 neighbouring datasets differ by one client's data replaced (the sum moves by up to 2C)."""
 
 
-def audit_relation(mode: str) -> str:
-    """Return the relation the one-run audit's canaries realise under DP ``mode``."""
-    return AUDIT_RELATION_CLIENT if mode in ("user", "distributed") else AUDIT_RELATION_RECORD
+def audit_relation(mode: str, repetitions: int = 1) -> str:
+    """Return the relation the one-run audit's canaries realise under DP ``mode``.
+
+    A canary repeated ``repetitions`` times is that many records of one client:
+    a group under sample-level DP, still one client's data otherwise.
+    """
+    if mode in ("user", "distributed"):
+        return AUDIT_RELATION_CLIENT
+    if repetitions > 1:
+        return f"add/remove a group of {repetitions} copies of one record"
+    return AUDIT_RELATION_RECORD
+
+
+def audit_reference(plan: DPPlan | None, repetitions: int = 1) -> float | None:
+    """Return the stated ε of the relation :func:`audit_relation` names (None without DP).
+
+    Client-level DP: the replace-one ε (a canary inside an existing client
+    replaces that client's data, however many copies it holds).  Sample-level
+    DP: the run's ε, or for canaries repeated ``k`` times the group ε of ``k``
+    records (:func:`fedpriv.dp.accounting.epsilon_group`, for the worst-off
+    client's rate and steps).
+    """
+    if plan is None:
+        return None
+    if plan.mode in ("user", "distributed"):
+        return plan.replace_one_epsilon if plan.replace_one_epsilon is not None else plan.epsilon
+    if repetitions == 1:
+        return plan.epsilon
+    return epsilon_group([GaussianSteps(plan.noise_multiplier, plan.sample_rate, plan.steps)],
+                         plan.config.delta, repetitions, plan.config.accountant)
 
 
 def measure_epsilon(

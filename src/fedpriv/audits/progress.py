@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fedpriv.audits.config import RunConfig
+from fedpriv.audits.results import RunOutcome
+
 if TYPE_CHECKING:
-    from fedpriv.audits.config import RunConfig
-    from fedpriv.audits.runner import RunOutcome
     from fedpriv.train.loop import RoundRecord
 
 

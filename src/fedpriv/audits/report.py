@@ -16,16 +16,14 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
 from fedpriv import __version__
 from fedpriv.audits.config import AuditConfig, to_dict
 from fedpriv.audits.plots import PLOT_FILES, best_lower_bound
-
-if TYPE_CHECKING:
-    from fedpriv.audits.runner import RunOutcome
+from fedpriv.audits.results import RunOutcome
 
 SCHEMA_VERSION = 1
 
@@ -102,7 +100,7 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         # No DP: ε is unbounded, written as null with accountant "none".
         "privacy": _privacy(outcome),
         "utility": {},
-        "leakage": dict(outcome.leakage),
+        "leakage": outcome.leakage.to_report(),
         "cost": {},
         "lora": {
             "rank": outcome.lora.rank,

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from fedpriv.audits.leakage import (
     PROBE_BATCH,
     PROBE_LENGTH,
     PROBE_LR,
+    audit_reference,
     audit_relation,
     measure_epsilon,
     measure_inversion,
@@ -41,7 +42,9 @@ from fedpriv.audits.leakage import (
 )
 from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.report import build_report, write_report
+from fedpriv.audits.results import Leakage, RunOutcome
 from fedpriv.data import (
+    AuditCanaries,
     FederatedDataset,
     build_federated_dataset,
     corpus_words,
@@ -80,21 +83,6 @@ from fedpriv.train.loop import RoundRecord, participation_counts
 logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
-
-
-@dataclass
-class RunOutcome:
-    """One run's result as the report needs it."""
-
-    run: RunConfig
-    lora: LoraSettings
-    status: str
-    error: str | None = None
-    training: TrainingResult | None = None
-    adapter_size: int = 0
-    adapter_dir: str | None = None
-    dp: DPPlan | None = None
-    leakage: dict[str, Any] = field(default_factory=dict)
 
 
 def preflight(config: AuditConfig) -> None:
@@ -163,7 +151,8 @@ def build_dataset(config: AuditConfig) -> FederatedDataset:
                  if config.attacks.epsilon_canary_kind == "rare-tokens" else corpus_words(texts))
         audit = make_audit_canaries(
             config.attacks.epsilon_canaries, len(client_records),
-            np.random.default_rng([config.seed, 0xA0D17]), words)
+            np.random.default_rng([config.seed, 0xA0D17]), words,
+            repetitions=config.attacks.epsilon_canary_repetitions)
     return build_federated_dataset(client_records, holdout_fraction=data.holdout_fraction,
                                    rng=rng, canaries=canaries, audit_canaries=audit)
 
@@ -332,61 +321,117 @@ def train_shadows(
     return vectors
 
 
-def _leakage(
-    model: Any, tokenizer: Any, dataset: FederatedDataset, config: AuditConfig,
-    device: torch.device, run: RunConfig, training: TrainingResult, plan: DPPlan | None,
-    shadows: list[np.ndarray] | None = None, canaries: CanaryClients | None = None,
-    initial: np.ndarray | None = None, gradient: GradientCanaries | None = None,
-) -> dict[str, Any]:
-    """Measure the run's leakage; an attack that fails is recorded, the run still counts."""
-    leakage: dict[str, Any] = {}
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("model", lambda: leakage.update(measure_leakage(
-            model, tokenizer, dataset, max_length=config.model.max_length, device=device,
-            seed=config.seed, shadows=shadows or ()))),
-    ]
-    if canaries is not None and initial is not None:
-        steps.append(("client_audit", lambda: measure_client_epsilon(
-            canaries, training.canary_rounds, training.global_vector - initial,
-            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
-            reference=None if plan is None else plan.epsilon,
-            gaussian=run.dp_config().mode == "user")))
-    if gradient is not None and initial is not None:
-        holder = GRADIENT_CANARY_CLIENT
-        steps.append(("gradient_audit", lambda: measure_gradient_epsilon(
-            gradient, training.canary_rounds, training.global_vector - initial, holder=holder,
-            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
+@dataclass(frozen=True)
+class RunLeakage:
+    """What the leakage measurements of one finished run look at, one method per measurement.
+
+    Each method fills its fields of a :class:`Leakage`; :meth:`steps` lists
+    those that apply to the run, in the order they are made.
+    """
+
+    model: Any
+    tokenizer: Any
+    dataset: FederatedDataset
+    config: AuditConfig
+    device: torch.device
+    run: RunConfig
+    training: TrainingResult
+    plan: DPPlan | None
+    shadows: list[np.ndarray] | None = None
+    canaries: CanaryClients | None = None
+    initial: np.ndarray | None = None
+    gradient: GradientCanaries | None = None
+
+    def steps(self) -> list[tuple[str, Callable[[Leakage], None]]]:
+        """Return ``(name, measurement)`` for each measurement that applies to the run."""
+        steps: list[tuple[str, Callable[[Leakage], None]]] = [("model", self.model_leakage)]
+        if self.canaries is not None and self.initial is not None:
+            steps.append(("client_audit",
+                          partial(self.client_audit, self.canaries, self.initial)))
+        if self.gradient is not None and self.initial is not None:
+            steps.append(("gradient_audit",
+                          partial(self.gradient_audit, self.gradient, self.initial)))
+        if self.dataset.audit_canaries is not None:
+            steps.append(("empirical_epsilon",
+                          partial(self.empirical_epsilon, self.dataset.audit_canaries)))
+        if self.training.views and self.training.view_globals:
+            steps.append(("mia_update", self.update_mia))
+        if self.config.attacks.inversion:
+            steps.append(("inversion", self.inversion))
+        return steps
+
+    def model_leakage(self, leakage: Leakage) -> None:
+        """Measure membership inference on the final model and the data canaries' exposure."""
+        block = measure_leakage(
+            self.model, self.tokenizer, self.dataset, max_length=self.config.model.max_length,
+            device=self.device, seed=self.config.seed, shadows=self.shadows or ())
+        leakage.mia, leakage.canary = block.get("mia"), block.get("canary")
+
+    def client_audit(
+        self, canaries: CanaryClients, initial: np.ndarray, leakage: Leakage,
+    ) -> None:
+        """Run the canary clients' one-run audit (user-level and distributed DP)."""
+        plan, dp = self.plan, self.run.dp_config()
+        leakage.client_audit = measure_client_epsilon(
+            canaries, self.training.canary_rounds, self.training.global_vector - initial,
+            delta=dp.delta, confidence=self.config.attacks.epsilon_confidence,
+            reference=None if plan is None else plan.epsilon, gaussian=dp.mode == "user")
+
+    def gradient_audit(
+        self, gradient: GradientCanaries, initial: np.ndarray, leakage: Leakage,
+    ) -> None:
+        """Run the white-box gradient canaries' one-run audit (sample-level DP)."""
+        plan, holder = self.plan, GRADIENT_CANARY_CLIENT
+        leakage.gradient_audit = measure_gradient_epsilon(
+            gradient, self.training.canary_rounds, self.training.global_vector - initial,
+            holder=holder,
+            delta=self.run.dp_config().delta, confidence=self.config.attacks.epsilon_confidence,
             reference=None if plan is None else (
-                plan.per_client_epsilon[holder] if plan.per_client_epsilon else plan.epsilon))))
-    audit = dataset.audit_canaries
-    if audit is not None:
-        steps.append(("empirical_epsilon", lambda: leakage.update(measure_epsilon(
-            model, tokenizer, audit, max_length=config.model.max_length, device=device,
-            delta=run.dp_config().delta, confidence=config.attacks.epsilon_confidence,
+                plan.per_client_epsilon[holder] if plan.per_client_epsilon else plan.epsilon))
+
+    def empirical_epsilon(self, audit: AuditCanaries, leakage: Leakage) -> None:
+        """Run the audit canaries' one-run audit: the empirical ε lower bound."""
+        plan, dp = self.plan, self.run.dp_config()
+        block = measure_epsilon(
+            self.model, self.tokenizer, audit, max_length=self.config.model.max_length,
+            device=self.device, delta=dp.delta, confidence=self.config.attacks.epsilon_confidence,
             theoretical=None if plan is None else plan.epsilon,
-            relation=audit_relation(run.dp_config().mode),
-            reference=None if plan is None else (
-                plan.replace_one_epsilon if plan.replace_one_epsilon is not None
-                else plan.epsilon)))))
-    if training.views and training.view_globals:
-        steps.append(("mia_update", lambda: measure_update_mia(
-            model, tokenizer, dataset, training.views[-1], training.view_globals[-1],
-            max_length=config.model.max_length, device=device,
-            hide_client=plan is not None and plan.mode == "user" and plan.sample_rate < 1)))
-    if config.attacks.inversion:
-        steps.append(("inversion", lambda: measure_inversion(
-            probe_trainer(config, run, model, tokenizer, dataset, plan, device), tokenizer,
-            dataset, training.global_vector, seed=config.seed)))
-    for name, step in steps:
+            relation=audit_relation(dp.mode, audit.repetitions),
+            reference=audit_reference(plan, audit.repetitions))
+        leakage.empirical_epsilon = block["empirical_epsilon"]
+        leakage.epsilon_audit = block["epsilon_audit"]
+
+    def update_mia(self, leakage: Leakage) -> None:
+        """Measure membership inference on one client's update, when the server sees it."""
+        plan = self.plan
+        leakage.mia_update = measure_update_mia(
+            self.model, self.tokenizer, self.dataset, self.training.views[-1],
+            self.training.view_globals[-1], max_length=self.config.model.max_length,
+            device=self.device,
+            hide_client=plan is not None and plan.mode == "user" and plan.sample_rate < 1)
+
+    def inversion(self, leakage: Leakage) -> None:
+        """Run the gradient-inversion probe on what the server sees."""
+        trainer = probe_trainer(self.config, self.run, self.model, self.tokenizer, self.dataset,
+                                self.plan, self.device)
+        leakage.inversion = measure_inversion(trainer, self.tokenizer, self.dataset,
+                                              self.training.global_vector, seed=self.config.seed)
+
+
+def measure_run_leakage(measured: RunLeakage) -> Leakage:
+    """Make every measurement of ``measured``; one that fails is recorded, the run still counts.
+
+    The model holds the run's final adapter again afterwards.
+    """
+    leakage = Leakage()
+    for name, step in measured.steps():
         try:
-            value = step()
+            step(leakage)
         except (FedprivError, RuntimeError, ValueError) as err:
-            logger.error("run '%s': leakage measurement '%s' failed: %s", run.name, name, err)
-            leakage.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
-            continue
-        if name not in ("model", "empirical_epsilon") and value is not None:
-            leakage[name] = value
-    set_adapter_vector(model, training.global_vector)
+            logger.error("run '%s': leakage measurement '%s' failed: %s", measured.run.name,
+                         name, err)
+            leakage.record_error(name, err)
+    set_adapter_vector(measured.model, measured.training.global_vector)
     return leakage
 
 
@@ -531,9 +576,10 @@ def run_audit(
             if trainer.dist_dp is not None and outcome.dp is not None:
                 outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
                                                outcome.training.history)
-            outcome.leakage = _leakage(peft_model, tokenizer, dataset, config, device, run,
-                                       outcome.training, outcome.dp, shadows.get(repr(lora)),
-                                       canaries=canaries, initial=initial, gradient=gradient)
+            outcome.leakage = measure_run_leakage(RunLeakage(
+                peft_model, tokenizer, dataset, config, device, run, outcome.training,
+                outcome.dp, shadows.get(repr(lora)), canaries=canaries, initial=initial,
+                gradient=gradient))
             outcome.adapter_size = adapter_size(peft_model)
             peft_model.save_pretrained(str(run_dir / "adapter"))
             outcome.adapter_dir = str(Path("runs") / run.name / "adapter")

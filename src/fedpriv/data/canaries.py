@@ -339,18 +339,23 @@ class AuditCanaries:
     texts: tuple[str, ...]
     included: np.ndarray
     clients: np.ndarray
+    repetitions: int = 1
+    """Copies of each included canary in its client's data: the audit's unit is then a group
+    of that many records (group privacy; see :func:`fedpriv.dp.accounting.epsilon_group`)."""
 
     def planted(self, client: int) -> list[str]:
-        """Return the included canaries that go into ``client``'s training data."""
+        """Return the included canaries that go into ``client``'s training data (each repeated)."""
         return [t for t, inc, c in zip(self.texts, self.included, self.clients, strict=True)
-                if inc and c == client]
+                if inc and c == client for _ in range(self.repetitions)]
 
 
 def make_audit_canaries(
     count: int, num_clients: int, rng: np.random.Generator, words: Sequence[str],
-    *, length: int = AUDIT_CANARY_WORDS,
+    *, length: int = AUDIT_CANARY_WORDS, repetitions: int = 1,
 ) -> AuditCanaries:
     """Draw ``count`` random-word canaries, each included with probability ½ in a random client.
+
+    An included canary appears ``repetitions`` times in that client's data.
 
     Raises:
         DataError: If ``count`` is below 2 or the word list is too small to
@@ -359,6 +364,9 @@ def make_audit_canaries(
     if count < 2:
         raise DataError(f"the one-run audit needs at least 2 canaries, got {count}; set "
                         "attacks.epsilon_canaries to 0 (off) or >= 2")
+    if repetitions < 1:
+        raise DataError(f"each audit canary needs at least 1 copy, got {repetitions}; set "
+                        "attacks.epsilon_canary_repetitions >= 1")
     vocab = sorted(set(words))
     if len(vocab) < 20:
         raise DataError(f"the audit canaries are drawn from the corpus' words, which has only "
@@ -373,4 +381,5 @@ def make_audit_canaries(
             texts.append(text)
     included = rng.random(count) < 0.5
     clients = rng.integers(num_clients, size=count)
-    return AuditCanaries(texts=tuple(texts), included=included, clients=clients)
+    return AuditCanaries(texts=tuple(texts), included=included, clients=clients,
+                         repetitions=repetitions)
