@@ -189,3 +189,18 @@ def test_bad_inputs_say_what_to_do(client: Client) -> None:
         with pytest.raises(ConfigError, match="noise_scale"):
             train_local_dp(private, params, client.examples, local, dp, **kwargs,
                            noise_scale=-1.0)
+
+
+def test_sgd_round_ratio_is_the_subsampled_gaussian_likelihood_ratio() -> None:
+    """One step at q = 1 is the Gaussian's μy − μ²/2; it grows with y; q → 0 makes it vanish."""
+    y = np.linspace(-3.0, 6.0, 10)
+    sigma = 2.0
+    exact = GradientCanaries.sgd_round_log_ratio(y, steps=1, sample_rate=1.0,
+                                                 noise_multiplier=sigma)
+    assert np.allclose(exact, y / sigma - 1 / (2 * sigma**2))
+    mixed = GradientCanaries.sgd_round_log_ratio(y, steps=4, sample_rate=0.3,
+                                                 noise_multiplier=sigma)
+    assert np.all(np.diff(mixed) > 0)
+    rare = GradientCanaries.sgd_round_log_ratio(y, steps=4, sample_rate=1e-9,
+                                                noise_multiplier=sigma)
+    assert np.allclose(rare, 0.0, atol=1e-6)

@@ -120,6 +120,29 @@ class GradientCanaries:
                             "(get_adapter_vector) the canaries were drawn for")
         return self.signs * values[self.coordinates]
 
+    @staticmethod
+    def sgd_round_log_ratio(normalised: np.ndarray, *, steps: int, sample_rate: float,
+                            noise_multiplier: float) -> np.ndarray:
+        """Return each canary's log-likelihood ratio (took part vs not) for one SGD round.
+
+        Under local SGD a client's round update is ``−lr/(q·n)·Σ_t (clipped
+        sum_t + N(0, (σC)²))`` over its ``steps`` DP-SGD steps, so a canary's
+        score scaled by ``q·n/(lr·σ·C)`` is ``y ~ N(k/σ, steps)`` when it was
+        sampled in ``k ~ Binomial(steps, q)`` of them (``k = 0`` if it is not
+        included).  The ratio is ``log Σ_k P(k)·exp(k·y/(σ·steps) −
+        k²/(2σ²·steps))``, the Poisson-subsampled Gaussian's, per round.
+        """
+        from scipy import stats
+
+        y = np.asarray(normalised, dtype=np.float64)
+        ks = np.arange(steps + 1, dtype=np.float64)
+        log_pk = stats.binom.logpmf(ks, steps, sample_rate)
+        mu = 1.0 / noise_multiplier
+        terms = (log_pk[None, :] + ks[None, :] * mu * y[:, None] / steps
+                 - (ks[None, :] * mu) ** 2 / (2 * steps))
+        top = terms.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(terms - top).sum(axis=1, keepdims=True)))[:, 0]
+
     def scores(self, update: np.ndarray) -> np.ndarray:
         """Return ``−s_j·update[i_j]``: higher when canary ``j`` pushed the model (included).
 

@@ -29,7 +29,9 @@ a canary in or out is one record added or removed, the relation sample-level
 ε is stated for; the reference is the holder's ε.  ``all_rounds`` scores each
 canary on what the server saw of the holder in every round it took part (its
 update under ``plain``, the aggregate under secure aggregation), summed over
-rounds; ``final_model`` on the released model's change.  No ε estimate: the
+rounds — per round the subsampled Gaussian's likelihood ratio where the
+update is linear in the noised gradients (local SGD, own update), else minus
+the signed coordinate; ``final_model`` on the released model's change.  No ε estimate: the
 local optimizer (AdamW) makes the scores' distribution no Gaussian of known
 shape.
 """
@@ -173,7 +175,10 @@ def measure_gradient_epsilon(
             observed=f"what the server saw of client {holder} in the {len(rounds)} rounds it "
                      "took part in (its update under plain, the aggregate under secure "
                      "aggregation)",
-            score="minus the canary's signed coordinate, summed over the rounds"),
+            score="per round, the Poisson-subsampled Gaussian's log-likelihood ratio where "
+                  "the holder's own update is linear in its noised gradients (local SGD "
+                  "without weight decay), else minus the canary's signed coordinate; summed "
+                  "over the rounds"),
         "final_model": block(
             canaries.scores(final_delta), included,
             observed="final global model (and the initial adapter as reference)",

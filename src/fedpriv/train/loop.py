@@ -385,7 +385,7 @@ class FederatedTrainer:
         Its own update where the server sees individual updates (``plain``); the
         aggregate otherwise (the holder's update is in it when it survived).
         """
-        assert self.gradient_canaries is not None
+        assert self.gradient_canaries is not None and self.dp is not None
         holder = self.gradient_canary_client
         updates = result.view.individual_updates
         if updates is not None and holder in updates:
@@ -394,8 +394,19 @@ class FederatedTrainer:
             seen = np.asarray(result.aggregate, dtype=np.float64)
         else:
             return  # the holder did not take part: the round shows nothing of its canaries
-        self.canary_rounds.append(CanaryRound(
-            round_index, self.gradient_canaries.scores(seen), 0.0))
+        scores = self.gradient_canaries.scores(seen)
+        local = self.settings.local
+        if updates is not None and local.optimizer == "sgd" and not local.weight_decay:
+            # Its own update, linear in the noised sums: the subsampled Gaussian's ratio.
+            from fedpriv.dp.sample import local_dp_steps, local_sample_rate
+
+            n = self.nominal_sizes[holder]
+            q = local_sample_rate(local.batch_size, n)
+            per_step = local.lr * self.dp.noise_multiplier * self.dp.clip / min(local.batch_size, n)
+            scores = self.gradient_canaries.sgd_round_log_ratio(
+                scores / per_step, steps=local_dp_steps(local, n), sample_rate=q,
+                noise_multiplier=self.dp.noise_multiplier)
+        self.canary_rounds.append(CanaryRound(round_index, scores, 0.0))
 
     def sample_clients(self, round_index: int) -> tuple[int, ...]:
         """Clients taking part in ``round_index``.
