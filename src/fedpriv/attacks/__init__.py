@@ -10,7 +10,11 @@ compares them with the truth.
   non-members resolve it) with confidence intervals, exposure;
 * :mod:`~fedpriv.attacks.mia` — loss, zlib, Min-K%, reference-calibrated,
   offline LiRA / RMIA scores, and the loss change of one client's update;
-* :mod:`~fedpriv.attacks.canary` — canary exposure and greedy extraction.
+* :mod:`~fedpriv.attacks.canary` — canary exposure and greedy extraction;
+* :mod:`~fedpriv.attacks.dirac` — signed basis-vector canaries, the base of
+  :mod:`~fedpriv.attacks.client_canaries` (canary clients of user-level and
+  distributed DP) and :mod:`~fedpriv.attacks.gradient_canaries` (gradient
+  canary records of sample-level DP).
 
 The model-facing modules import torch; import them directly
 (``from fedpriv.attacks.mia import run_mia``). This package re-exports only

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedpriv.attacks.dirac import DiracCanaries, draw_dirac
 from fedpriv.errors import ConfigError
 
 __all__ = ["CanaryClients", "CanaryRound"]
@@ -60,19 +61,25 @@ class CanaryRound:
 
 
 @dataclass(frozen=True)
-class CanaryClients:
-    """``m`` canary clients: coordinate, sign and (secret from the model) inclusion of each."""
+class CanaryClients(DiracCanaries):
+    """``m`` canary clients: Dirac directions, each included (secret from the model) or not."""
 
-    coordinates: np.ndarray
-    signs: np.ndarray
-    included: np.ndarray
-    sample_rate: float
+    sample_rate: float = 1.0
     """Probability that an included canary takes part in a round."""
+
+    def __post_init__(self) -> None:
+        """Check the canaries (:class:`DiracCanaries`) and the participation rate."""
+        super().__post_init__()
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"the canaries' participation rate must be in (0, 1], got "
+                              f"{self.sample_rate}")
 
     @classmethod
     def draw(cls, count: int, dim: int, rng: np.random.Generator, *,
              sample_rate: float = 1.0) -> CanaryClients:
         """Draw ``count`` canaries on distinct coordinates of a ``dim``-long update.
+
+        See :func:`~fedpriv.attacks.dirac.draw_dirac`.
 
         Raises:
             ConfigError: If there are more canaries than coordinates or the rate is
@@ -81,18 +88,7 @@ class CanaryClients:
         if not 0 < count <= dim:
             raise ConfigError(f"{count} canary clients for an update of {dim} values: give "
                               "attacks.client_canaries between 1 and the adapter's size")
-        if not 0 < sample_rate <= 1:
-            raise ConfigError(f"the canaries' participation rate must be in (0, 1], got "
-                              f"{sample_rate}")
-        coordinates = np.sort(rng.choice(dim, size=count, replace=False)).astype(np.int64)
-        signs = rng.choice(np.array([-1.0, 1.0]), size=count)
-        included = rng.random(count) < 0.5
-        return cls(coordinates, signs, included, float(sample_rate))
-
-    @property
-    def count(self) -> int:
-        """Return the number of canary clients (included or not)."""
-        return int(self.coordinates.size)
+        return cls(*draw_dirac(count, dim, rng), sample_rate=float(sample_rate))
 
     def round_sum(self, dim: int, norm: float, rng: np.random.Generator) -> np.ndarray:
         """Return the sum of the included canaries that take part this round (norm ``C`` each).
@@ -100,14 +96,10 @@ class CanaryClients:
         ``rng`` draws who takes part (the run's secret randomness): one uniform per
         canary, so the draw does not depend on which are included.
         """
-        taking_part = self.included & (rng.random(self.count) < self.sample_rate)
+        taking_part = self.taking_part(self.sample_rate, rng)
         vector = np.zeros(dim)
         vector[self.coordinates[taking_part]] = norm * self.signs[taking_part]
         return vector
-
-    def project(self, vector: np.ndarray) -> np.ndarray:
-        """Return ``s_j·vector[i_j]`` for every canary."""
-        return self.signs * np.asarray(vector, dtype=np.float64)[self.coordinates]
 
     def observe(self, round_index: int, released_sum: np.ndarray, *, norm: float,
                 noise_std: float) -> CanaryRound:

@@ -38,48 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpriv.errors import ConfigError, DataError
+from fedpriv.attacks.dirac import DiracCanaries, draw_dirac
+from fedpriv.errors import ConfigError
 
 __all__ = ["GradientCanaries"]
 
 
 @dataclass(frozen=True)
-class GradientCanaries:
-    """``m`` Dirac gradient canaries: coordinate, sign and (secret) inclusion of each."""
-
-    coordinates: np.ndarray
-    """``i_j``: distinct int64 indices into the flat vector of trainable parameters."""
-    signs: np.ndarray
-    """``s_j`` in {−1, +1}: the canary's gradient is ``C·s_j·e_{i_j}``."""
-    included: np.ndarray
-    """Whether canary ``j`` is one of the client's records (ground truth, never in the model)."""
-
-    def __post_init__(self) -> None:
-        """Check shapes, distinct coordinates, ±1 signs and boolean flags."""
-        coordinates = np.asarray(self.coordinates)
-        m = coordinates.size
-        if coordinates.ndim != 1 or m == 0 or coordinates.dtype != np.int64:
-            raise ConfigError(f"canary coordinates must be a non-empty 1-D int64 array, got "
-                              f"shape {coordinates.shape} dtype {coordinates.dtype}; build them "
-                              "with GradientCanaries.draw")
-        if np.asarray(self.signs).shape != (m,) or np.asarray(self.included).shape != (m,):
-            raise ConfigError(f"need one sign and one inclusion flag per canary ({m}), got "
-                              f"{np.shape(self.signs)} and {np.shape(self.included)}")
-        if coordinates.min() < 0 or np.unique(coordinates).size != m:
-            raise ConfigError("canary coordinates must be distinct and >= 0: two canaries on one "
-                              "coordinate would be indistinguishable")
-        if not np.all(np.abs(np.asarray(self.signs, dtype=np.float64)) == 1):
-            raise ConfigError("canary signs must be -1 or +1")
-        if np.asarray(self.included).dtype != np.bool_:
-            raise ConfigError(f"canary inclusion flags must be booleans, got dtype "
-                              f"{np.asarray(self.included).dtype}")
+class GradientCanaries(DiracCanaries):
+    """``m`` Dirac gradient canaries: each one record whose gradient is ``C·s_j·e_{i_j}``."""
 
     @classmethod
     def draw(cls, count: int, dim: int, rng: np.random.Generator) -> GradientCanaries:
         """Draw ``count`` canaries on distinct coordinates of a ``dim``-long parameter vector.
 
-        Coordinates are uniform without replacement, signs uniform ±1 and each
-        canary is included independently with probability ½.
+        See :func:`~fedpriv.attacks.dirac.draw_dirac`.
 
         Raises:
             ConfigError: If ``count`` is not between 1 and ``dim``.
@@ -87,38 +60,7 @@ class GradientCanaries:
         if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= dim:
             raise ConfigError(f"{count!r} gradient canaries for {dim} trainable parameters: give "
                               "between 1 and the adapter's size (get_adapter_vector(...).size)")
-        coordinates = np.sort(rng.choice(dim, size=count, replace=False)).astype(np.int64)
-        signs = rng.choice(np.array([-1.0, 1.0]), size=count)
-        included = rng.random(count) < 0.5
-        return cls(coordinates, signs, included)
-
-    @property
-    def count(self) -> int:
-        """Return the number of canaries (included or not)."""
-        return int(self.coordinates.size)
-
-    def sampled_in_step(self, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
-        """Return which canaries one DP-SGD step samples: included and Poisson-drawn w.p. ``q``.
-
-        ``rng`` draws one uniform per canary, included or not, so how much of the
-        generator a step consumes does not depend on the inclusion flags.
-        """
-        if not 0 < sample_rate <= 1:
-            raise ConfigError(f"the Poisson sample rate must be in (0, 1], got {sample_rate}")
-        return self.included & (rng.random(self.count) < sample_rate)
-
-    def project(self, vector: np.ndarray) -> np.ndarray:
-        """Return ``s_j·vector[i_j]`` for every canary.
-
-        Raises:
-            DataError: If ``vector`` is not 1-D or too short for the coordinates.
-        """
-        values = np.asarray(vector, dtype=np.float64)
-        if values.ndim != 1 or values.size <= int(self.coordinates.max()):
-            raise DataError(f"a vector of shape {values.shape} does not hold canary coordinate "
-                            f"{int(self.coordinates.max())}; pass the flat adapter vector "
-                            "(get_adapter_vector) the canaries were drawn for")
-        return self.signs * values[self.coordinates]
+        return cls(*draw_dirac(count, dim, rng))
 
     @staticmethod
     def sgd_round_log_ratio(normalised: np.ndarray, *, steps: int, sample_rate: float,

@@ -47,7 +47,7 @@ import numpy as np
 from fedpriv.attacks.client_canaries import CanaryClients, CanaryRound
 from fedpriv.attacks.gradient_canaries import GradientCanaries
 from fedpriv.audits.ceiling import idealized_lower_bound
-from fedpriv.audits.epsilon import one_run_audit
+from fedpriv.audits.epsilon import EpsilonAudit, one_run_audit
 from fedpriv.audits.fdp import one_run_audit_fdp
 from fedpriv.audits.gdp import gaussian_epsilon_estimate
 
@@ -63,7 +63,7 @@ RECORD_RELATION = "add/remove one record"
 def observation_block(
     scores: np.ndarray, included: np.ndarray, *, observed: str, score: str, delta: float,
     confidence: float, reference: float | None, estimate: bool = True,
-    f_dp_valid: str | None = None,
+    f_dp_valid: str | None = None, audit: EpsilonAudit | None = None,
 ) -> dict[str, Any]:
     """Return one observation's bounds, estimate and ceilings (report.json's shape).
 
@@ -73,9 +73,11 @@ def observation_block(
     composition of unsubsampled Gaussians), so that the f-DP bound may be held
     against the stated ε; None: it is reported for comparison only and never
     flags a violation (a subsampled or discrete mechanism's trade-off curve can
-    cross the Gaussian one of the same (ε, δ)).
+    cross the Gaussian one of the same (ε, δ)).  ``audit``: the (ε, δ) audit of
+    these scores when the caller already ran it.
     """
-    audit = one_run_audit(scores, included, delta=delta, confidence=confidence)
+    if audit is None:
+        audit = one_run_audit(scores, included, delta=delta, confidence=confidence)
     fdp = one_run_audit_fdp(scores, included, delta=delta, confidence=confidence)
     m = int(scores.size)
     guess = (gaussian_epsilon_estimate(scores[included], scores[~included], delta=delta)

@@ -203,7 +203,8 @@ def measure_epsilon(
     reference = theoretical if reference is None else reference
     beside = observation_block(scores, np.asarray(canaries.included, dtype=bool),
                                observed=OBSERVATION, score=block["score"], delta=delta,
-                               confidence=confidence, reference=reference, estimate=False)
+                               confidence=confidence, reference=reference, estimate=False,
+                               audit=audit)
     for key in ("f_dp", "idealized_lower_bound", "idealized_lower_bound_f_dp"):
         block[key] = beside[key]
     block["relation"] = relation

@@ -493,7 +493,7 @@ def _planted_canaries(
     add_noise = optimizer.add_noise
 
     def add_canaries_then_noise() -> None:
-        sampled = canaries.sampled_in_step(sample_rate, rng)  # one draw per step, always
+        sampled = canaries.taking_part(sample_rate, rng)  # one draw per step, always
         values = clip * canaries.signs
         for slot in slots:
             mine = sampled[slot.canaries]
