@@ -194,3 +194,27 @@ def test_override_sets_tables_and_drops_free_entries() -> None:
     lora = override(base, {"model.lora": {"rank": 2, "target_modules": ("q_proj",)}})
     assert lora.model.lora.rank == 2 and lora.model.lora.target_modules == ("q_proj",)
     assert base.model.lora.rank != 2  # the base is untouched
+
+
+def test_population_defaults_to_organisations_and_takes_users() -> None:
+    assert AuditConfig().data.population == "organisations"
+    cfg = from_mapping(AuditConfig, {"data": {"population": "users", "records_per_client": 8},
+                                     "federation": {"clients": 1000}})
+    assert cfg.data.population == "users" and cfg.federation.clients == 1000
+    assert from_mapping(AuditConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "clients", "message"),
+    [
+        ({"population": "devices"}, 8, r"data.population must be one of organisations, users"),
+        ({"population": "users", "records_per_client": 1}, 8, r">= 2 \(each user needs"),
+        ({"population": "users", "source": "notes.jsonl"}, 8, "built-in cross-device"),
+        ({"population": "users", "partition": "iid"}, 8, "one client per user"),
+        ({"population": "users", "partition_by": "label"}, 8, "partition_by = 'key'"),
+        ({"population": "users"}, 1_000_001, "at most 1,000,000"),
+    ],
+)
+def test_population_is_checked(data: dict[str, object], clients: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(AuditConfig, {"data": data, "federation": {"clients": clients}})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import re
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -91,6 +93,35 @@ def _masked(record: Record) -> str:
 
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[A-Za-z]+", text))
+
+
+def _sha256(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def test_output_is_byte_identical_to_the_recorded_corpus() -> None:
+    """The corpus of the word lists as Python literals, before they moved to vocab.json."""
+    records = [r for client in generate_client_records(8, 40, seed=0) for r in client]
+    assert _sha256([r.text for r in records]) == (
+        "34ae497cbb350c9eb4adb5e86ca92348c6a56970c316be1db7f43dac78bac404"
+    )
+    spans = [f"{r.key}|{r.label}|{[(s.start, s.end, s.kind) for s in r.pii]}" for r in records]
+    assert _sha256(spans) == "5e07384da6ca9a0b5a0f8b4d2553e833d9cb54dd7864d7945e9076df05fd39a1"
+    assert _sha256(generate_public_corpus(200, seed=0)) == (
+        "c62de67d0dd6d7e10dc1f339d8b9fa6ffeb7244f27e379acfd686905bb42c329"
+    )
+
+
+def test_word_lists_come_from_the_packaged_data_file() -> None:
+    assert resources.files("fedpriv.data").joinpath("vocab.json").is_file()
+    assert isinstance(_vocab.FIRST_NAMES, tuple) and len(_vocab.FIRST_NAMES) > 200
+    assert all(isinstance(words, tuple) for words in _vocab.SHARED_VOCAB.values())
+    for profile in _vocab.PROFILES:
+        assert isinstance(profile["orgs"], tuple) and isinstance(profile["kinds"], dict)
 
 
 def test_shape_keys_and_labels(clients: list[list[Record]]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from fedpriv.data.canaries import AUDIT_CANARY_KINDS
+from fedpriv.data.population import DEFAULT_POPULATION, MAX_USERS, POPULATIONS
 from fedpriv.dp.config import DISTRIBUTED_PROTOCOLS, DPConfig, make_dp_config
 from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
@@ -78,9 +79,17 @@ class CanaryConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where client data comes from and how it is split."""
+    """Where client data comes from and how it is split.
+
+    ``population`` picks the built-in corpus's clients: ``"organisations"``
+    (cross-silo: ``federation.clients`` organisations, each with
+    ``records_per_client`` documents about its own people) or ``"users"``
+    (cross-device: ``federation.clients`` users, each one client with
+    ``records_per_client`` documents about themselves).
+    """
 
     source: str = BUILTIN_DATA
+    population: str = DEFAULT_POPULATION
     format: str | None = None
     text_field: str = "text"
     key_field: str | None = None
@@ -93,8 +102,13 @@ class DataConfig:
     canaries: CanaryConfig = field(default_factory=CanaryConfig)
 
     def __post_init__(self) -> None:
+        _check(self.population in POPULATIONS,
+               f"data.population must be one of {', '.join(POPULATIONS)}; "
+               f"got '{self.population}'")
+        per_client = "each user" if self.population == "users" else "each client"
         _check(self.records_per_client >= 2,
-               f"data.records_per_client must be >= 2, got {self.records_per_client}")
+               f"data.records_per_client must be >= 2 ({per_client} needs a record to train on "
+               f"and one held out as a non-member), got {self.records_per_client}")
         _check(0 < self.holdout_fraction < 1,
                f"data.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         _check(self.partition in PARTITION_SCHEMES,
@@ -105,6 +119,15 @@ class DataConfig:
         _check(self.dirichlet_alpha > 0,
                f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         _check(bool(self.text_field), "data.text_field is empty")
+        if self.population == "users":
+            _check(self.is_builtin,
+                   "data.population = 'users' is the built-in cross-device population; with "
+                   f"a data file ('{self.source}') leave data.population = 'organisations' and "
+                   "set data.key_field with partition = 'natural' for one client per user")
+            _check(self.partition == "natural" and self.partition_by == "key",
+                   "data.population = 'users' makes one client per user: use partition = "
+                   "'natural' with partition_by = 'key' (the defaults), got partition = "
+                   f"'{self.partition}', partition_by = '{self.partition_by}'")
 
     @property
     def is_builtin(self) -> bool:
@@ -297,6 +320,10 @@ class AuditConfig:
         names = [r.name for r in self.runs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         _check(not dupes, f"run names must be unique; repeated: {', '.join(dupes)}")
+        if self.data.population == "users":
+            _check(self.federation.clients <= MAX_USERS,
+                   f"federation.clients is the number of users with data.population = 'users' "
+                   f"and must be at most {MAX_USERS:,}, got {self.federation.clients:,}")
         too_many = [c for c in self.data.canaries.clients if c >= self.federation.clients]
         _check(not too_many or self.data.canaries.per_client == 0,
                f"data.canaries.clients {too_many} do not exist with "

@@ -48,7 +48,7 @@ from fedpriv.data import (
     FederatedDataset,
     build_federated_dataset,
     corpus_words,
-    generate_client_records,
+    generate_population,
     get_canary_format,
     load_hf_dataset,
     load_records,
@@ -128,18 +128,26 @@ def build_dataset(config: AuditConfig) -> FederatedDataset:
     """Build the clients' member / non-member data (with canaries) for ``config``."""
     data, fed = config.data, config.federation
     rng = np.random.default_rng([config.seed, 0xDA7A])
-    if data.is_builtin:
-        per_client = generate_client_records(fed.clients, data.records_per_client,
-                                             seed=config.seed)
-        records = [r for client in per_client for r in client]
-    elif data.source.startswith(HF_PREFIX):
-        records = load_hf_dataset(data.source[len(HF_PREFIX):], text_field=data.text_field,
-                                  key_field=data.key_field, label_field=data.label_field)
+    if data.is_builtin and data.partition == "natural" and data.partition_by == "key":
+        # The generator's clients are the natural partition already, in client order
+        # (pooling and grouping by key again would cost time at 100,000 users).
+        client_records = generate_population(data.population, fed.clients,
+                                             data.records_per_client, seed=config.seed)
     else:
-        records = load_records(data.source, text_field=data.text_field, key_field=data.key_field,
-                               label_field=data.label_field, fmt=data.format)
-    client_records = partition_records(records, num_clients=fed.clients, scheme=data.partition,
-                                       rng=rng, alpha=data.dirichlet_alpha, by=data.partition_by)
+        if data.is_builtin:
+            per_client = generate_population(data.population, fed.clients,
+                                             data.records_per_client, seed=config.seed)
+            records = [r for client in per_client for r in client]
+        elif data.source.startswith(HF_PREFIX):
+            records = load_hf_dataset(data.source[len(HF_PREFIX):], text_field=data.text_field,
+                                      key_field=data.key_field, label_field=data.label_field)
+        else:
+            records = load_records(data.source, text_field=data.text_field,
+                                   key_field=data.key_field, label_field=data.label_field,
+                                   fmt=data.format)
+        client_records = partition_records(records, num_clients=fed.clients,
+                                           scheme=data.partition, rng=rng,
+                                           alpha=data.dirichlet_alpha, by=data.partition_by)
     canaries = []
     if data.canaries.per_client > 0:
         canaries = make_canaries(get_canary_format(data.canaries.format), data.canaries.clients,
@@ -289,7 +297,7 @@ def train_shadows(
 
     The public split is the population the clients' records come from, minus
     those records: the built-in generator's next records of the same
-    organisations (it is prefix-stable, so none is a member or a held-out
+    organisations or users (it is prefix-stable, so none is a member or a held-out
     non-member of the target).  Each shadow draws as many records per client
     as the target's members from a pool of twice that, and runs the
     run-independent recipe (plain FedAvg, no DP) from the model's current
@@ -300,7 +308,8 @@ def train_shadows(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n = data.records_per_client
     members = max(1, round((1 - data.holdout_fraction) * n))
-    population = generate_client_records(fed.clients, n + 2 * members, seed=config.seed)
+    population = generate_population(data.population, fed.clients, n + 2 * members,
+                                     seed=config.seed)
     pools = [client[n:] for client in population]
     settings = replace(federation_settings(config), eval_every=fed.rounds, dropout=0.0)
     vectors = []

@@ -2,7 +2,10 @@
 
 * :mod:`~fedpriv.data.records` — the :class:`Record` every corpus is made of;
 * :mod:`~fedpriv.data.synthetic` — the built-in private-records generator
-  (non-IID clients with personal fields, and a public pretraining split);
+  (non-IID organisations with personal fields, and a public pretraining split);
+* :mod:`~fedpriv.data.population` — the built-in populations of clients:
+  organisations (cross-silo) or users (cross-device: one client per user, a few
+  records each about that user);
 * :mod:`~fedpriv.data.loaders` — JSONL / CSV / text files and Hugging Face datasets;
 * :mod:`~fedpriv.data.partition` — IID, Dirichlet and natural (by key) partitions;
 * :mod:`~fedpriv.data.canaries` — planted secrets for exposure measurements;
@@ -32,6 +35,11 @@ from fedpriv.data.federated import (
 )
 from fedpriv.data.loaders import load_hf_dataset, load_records
 from fedpriv.data.partition import partition_by_key, partition_dirichlet, partition_iid
+from fedpriv.data.population import (
+    POPULATIONS,
+    generate_population,
+    generate_user_records,
+)
 from fedpriv.data.records import PII_KINDS, PiiSpan, Record
 from fedpriv.data.synthetic import (
     DOCUMENT_KINDS,
@@ -43,6 +51,7 @@ __all__ = [
     "BUILTIN_CANARY_FORMATS",
     "DOCUMENT_KINDS",
     "PII_KINDS",
+    "POPULATIONS",
     "AuditCanaries",
     "Canary",
     "CanaryFormat",
@@ -53,7 +62,9 @@ __all__ = [
     "build_federated_dataset",
     "corpus_words",
     "generate_client_records",
+    "generate_population",
     "generate_public_corpus",
+    "generate_user_records",
     "get_canary_format",
     "load_hf_dataset",
     "load_records",

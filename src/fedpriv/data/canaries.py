@@ -348,6 +348,14 @@ class AuditCanaries:
         return [t for t, inc, c in zip(self.texts, self.included, self.clients, strict=True)
                 if inc and c == client for _ in range(self.repetitions)]
 
+    def planted_by_client(self) -> dict[int, list[str]]:
+        """Return :meth:`planted` of every client that gets any, in one pass over the canaries."""
+        by_client: dict[int, list[str]] = {}
+        for text, included, client in zip(self.texts, self.included, self.clients, strict=True):
+            if included:
+                by_client.setdefault(int(client), []).extend([text] * self.repetitions)
+        return by_client
+
 
 def make_audit_canaries(
     count: int, num_clients: int, rng: np.random.Generator, words: Sequence[str],

@@ -181,20 +181,21 @@ def build_federated_dataset(
     if num_clients == 0:
         raise DataError("cannot build a federated dataset without clients.")
     _check_canaries(canaries, num_clients, client_records)
+    # Canaries grouped by client once: a pass over every canary for every client
+    # would cost clients x canaries (10^8 at 100,000 users and 1,000 canaries).
+    canaries_by_client: dict[int, list[str]] = {}
+    for canary in canaries:
+        canaries_by_client.setdefault(canary.client, []).extend(
+            [canary.text] * canary.repetitions
+        )
+    audit_by_client = {} if audit_canaries is None else audit_canaries.planted_by_client()
     clients: list[ClientData] = []
     for client, records in enumerate(client_records):
         member_records, nonmember_records = split_members(records, holdout_fraction, rng)
-        planted = [
-            canary.text
-            for canary in canaries
-            if canary.client == client
-            for _ in range(canary.repetitions)
-        ]
-        audit_inserted = 0
-        if audit_canaries is not None:
-            audit_planted = audit_canaries.planted(client)
-            audit_inserted = len(audit_planted)
-            planted += audit_planted
+        planted = list(canaries_by_client.get(client, ()))
+        audit_planted = audit_by_client.get(client, [])
+        audit_inserted = len(audit_planted)
+        planted += audit_planted
         total = len(member_records) + len(planted)
         members: list[str] = []
         if planted:

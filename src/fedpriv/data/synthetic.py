@@ -28,6 +28,11 @@ name lists (so no public name is ever a client's), one document-specific
 organisation per record, and partly different templates (see
 :mod:`fedpriv.data._templates`), so client fine-tuning has something to learn.
 
+The word lists come from the packaged ``vocab.json`` (see
+:mod:`fedpriv.data._vocab`). The cross-device population (many users, a few
+documents each, one client per user) is built from the same machinery in
+:mod:`fedpriv.data.population`.
+
 Everything is deterministic under ``seed``. Client ``i``'s documents depend only
 on ``(seed, i)``: adding clients or records does not change existing ones
 (records are generated in order, so a shorter run is a prefix of a longer one).
@@ -36,6 +41,7 @@ on ``(seed, i)``: adding clients or records does not change existing ones
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 import string
@@ -146,16 +152,19 @@ def _parse(template: str) -> _Pieces:
 class _Draws:
     """Uniform draws from a numpy Generator, fetched in blocks for speed."""
 
-    __slots__ = ("_buffer", "_position", "_rng")
+    __slots__ = ("_block", "_buffer", "_position", "_rng")
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, block: int = 1024) -> None:
+        # The block size changes the speed only: the draws are the Generator's
+        # uniform sequence, however it is cut into blocks.
         self._rng = rng
+        self._block = block
         self._buffer: list[float] = []
         self._position = 0
 
     def uniform(self) -> float:
         if self._position == len(self._buffer):
-            self._buffer = self._rng.random(1024).tolist()
+            self._buffer = self._rng.random(self._block).tolist()
             self._position = 0
         value = self._buffer[self._position]
         self._position += 1
@@ -449,27 +458,42 @@ class _Client:
     templates: dict[str, tuple[tuple[_Pieces, ...], tuple[float, ...]]]
 
 
-def _client_names(seed: int, index: int) -> list[tuple[str, str]]:
-    """Client ``index``'s slice of one seed-wide permutation of all private full names."""
-    num_last = len(_PRIVATE_LAST)
-    total = len(_PRIVATE_FIRST) * num_last
-    order = _stream(seed, _STREAM_NAMES).permutation(total)
-    per_client = _PEOPLE_PER_CLIENT + _STAFF_PER_CLIENT
-    start = index * per_client
-    if start + per_client > total:
-        logger.warning(
-            "client %d reuses full names of earlier clients: only %d private names exist",
-            index,
-            total,
-        )
-    chosen = [int(order[(start + offset) % total]) for offset in range(per_client)]
-    return [(_PRIVATE_FIRST[code // num_last], _PRIVATE_LAST[code % num_last]) for code in chosen]
+@functools.lru_cache(maxsize=8)
+def _name_order(seed: int) -> np.ndarray:
+    """One seed-wide permutation of the codes of all private full names (first x last)."""
+    order = _stream(seed, _STREAM_NAMES).permutation(len(_PRIVATE_FIRST) * len(_PRIVATE_LAST))
+    order.flags.writeable = False
+    return order
 
 
-def _make_client(seed: int, index: int) -> _Client:
+@functools.lru_cache(maxsize=8)
+def _org_orders(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seed-wide permutations of the profiles and of the private towns, dealt to clients."""
     org_rng = _stream(seed, _STREAM_ORGS)
     profile_order = org_rng.permutation(len(_PROFILES))
     city_order = org_rng.permutation(len(_PRIVATE_CITIES))
+    profile_order.flags.writeable = False
+    city_order.flags.writeable = False
+    return profile_order, city_order
+
+
+def _full_name(code: int) -> tuple[str, str]:
+    """Return the private ``(first, last)`` name with code ``code`` (index into first x last)."""
+    num_last = len(_PRIVATE_LAST)
+    return _PRIVATE_FIRST[code // num_last], _PRIVATE_LAST[code % num_last]
+
+
+def _client_names(seed: int, index: int) -> list[tuple[str, str]]:
+    """Client ``index``'s slice of one seed-wide permutation of all private full names."""
+    order = _name_order(seed)
+    total = len(order)
+    per_client = _PEOPLE_PER_CLIENT + _STAFF_PER_CLIENT
+    start = index * per_client
+    return [_full_name(int(order[(start + offset) % total])) for offset in range(per_client)]
+
+
+def _make_client(seed: int, index: int) -> _Client:
+    profile_order, city_order = _org_orders(seed)
     profile = _PROFILES[int(profile_order[index % len(_PROFILES)])]
     city = _PRIVATE_CITIES[int(city_order[index % len(_PRIVATE_CITIES)])]
 
@@ -553,10 +577,19 @@ def generate_client_records(
     num_clients = _check_count(num_clients, "num_clients")
     records_per_client = _check_count(records_per_client, "records_per_client")
     seed = _check_seed(seed)
+    names = len(_name_order(seed))
+    per_client = _PEOPLE_PER_CLIENT + _STAFF_PER_CLIENT
+    if num_clients * per_client > names:
+        logger.warning(
+            "clients %d and later reuse full names of earlier clients: only %d private names "
+            "exist (%d per client)",
+            names // per_client,
+            names,
+            per_client,
+        )
     corpus: list[list[Record]] = []
     for index in range(num_clients):
         client = _make_client(seed, index)
-        logger.debug("client %d: %s (%s)", index, client.org, client.profile.name)
         corpus.append(_client_records(client, seed, index, records_per_client))
     return corpus
 
