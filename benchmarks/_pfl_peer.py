@@ -45,6 +45,14 @@ Run the side-by-side measurement (pfl vs fedpriv's sequential loop, same
 process, same federation; 2 torch threads):
 
     /work/pflvenv/bin/python benchmarks/_pfl_peer.py
+
+Measured so (2-core CPU machine, torch 2.13.0+cpu, 2 threads, 250 clients of 8
+records of 64 tokens, 1 SGD step of batch 8, LoRA r=4, 2 timed rounds after the
+warm-up, median of 2 alternated runs): 10 clients/round — pfl 23.0, sequential
+19.2 client-steps/s (pfl/sequential 1.20); 100 clients/round — pfl 20.7,
+sequential 18.9 (1.10).  Both end on the same adapter (max difference 4e-8).
+The machine is shared: a concurrent process at one core made single runs up
+to 20× slower, so compare only runs alternated in one process.
 """
 
 from __future__ import annotations
@@ -145,9 +153,10 @@ def run_pfl(
 
     Checks that pfl trained: the global adapter moved (else ``RuntimeError``),
     and reports the mean training loss of the first and last round
-    (``first_loss``, ``last_loss``) and the held-out loss of the initial and
-    final global adapter on the first round's clients' records
-    (``eval_loss_initial``, ``eval_loss_final``), with ``loss_decreased``.
+    (``first_loss``, ``last_loss``: different clients, so only indicative) and
+    the loss of the initial and final global adapter on fixed records, the
+    first round's clients' (``eval_loss_initial``, ``eval_loss_final``), with
+    ``loss_decreased`` = final < initial there.
     ``return_vector=True`` adds the final adapter vector (``adapter_vector``,
     fedpriv's layout) for a comparison with fedpriv's trainers.
     """
@@ -322,7 +331,8 @@ def run_pfl(
         "last_loss": clock.losses[-1],
         "eval_loss_initial": eval_initial,
         "eval_loss_final": eval_final,
-        "loss_decreased": clock.losses[-1] < clock.losses[0] and eval_final < eval_initial,
+        # The rounds train different clients, so the held-out loss on fixed records decides.
+        "loss_decreased": eval_final < eval_initial,
         "adapter_max_change": moved,
     }
     if return_vector:
