@@ -189,6 +189,7 @@ def run_pfl(
         load_base_model,
         trainable_parameters,
     )
+    from fedpriv.train.batching import collate
     from fedpriv.train.loop import sample_clients
 
     np.random.seed(seed)  # pfl's algorithm and dataset draw their seeds from numpy's global RNG
@@ -215,13 +216,8 @@ def run_pfl(
     # ---- the clients: one pfl Dataset per client, tensors already on the device
     users: list[tuple[torch.Tensor, torch.Tensor]] = []
     for records in client_examples:
-        longest = max(len(r) for r in records)
-        ids = torch.full((len(records), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(records), longest), dtype=torch.long)
-        for row, rec in enumerate(records):
-            ids[row, : len(rec)] = torch.tensor(rec, dtype=torch.long)
-            mask[row, : len(rec)] = 1
-        users.append((ids.to(torch_device), mask.to(torch_device)))
+        batch = collate(records, pad_id, torch_device)
+        users.append((batch.input_ids, batch.attention_mask))
 
     cohorts = [sample_clients(seed, r, len(client_examples), clients_per_round)
                for r in range(rounds)]

@@ -328,7 +328,6 @@ class BatchedClientTrainer:
                                                  settings, dp))
         finally:
             self.model.train(was_training)
-            self.model.eval()
             self.stack.stacks = []
         return out
 
@@ -390,7 +389,7 @@ class BatchedClientTrainer:
         results = []
         with torch.no_grad():
             flat = torch.cat([t.detach().reshape(c, -1).float() for t in stacks], dim=1).cpu()
-        for k, job in enumerate(jobs):
+        for k in range(c):
             if dp is None:
                 n_seen = sum(len(b) for b in plans[k])
                 mean = loss_sum[k] / max(steps[k], 1)
@@ -400,7 +399,6 @@ class BatchedClientTrainer:
             results.append((flat[k].numpy().copy(),
                             LocalResult(steps=steps[k], examples_seen=n_seen,
                                         mean_loss=float(mean))))
-            del job
         return results
 
     def _forward(self, rows: _Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -448,7 +446,7 @@ class BatchedClientTrainer:
             rest = iter(grads[len(st.slots):])
             d_hidden = [next(rest) if slot.a_index is not None else None for slot in st.slots]
             sq = torch.zeros((c, b), device=self.device, dtype=torch.float32)
-            pieces: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []
+            pieces: list[tuple[int, torch.Tensor, torch.Tensor]] = []
             for k, slot in enumerate(st.slots):
                 x = st.inputs[k].detach().reshape(c, b, -1, st.inputs[k].shape[-1])
                 h = st.hidden[k].detach().reshape(c, b, -1, st.hidden[k].shape[-1])
@@ -456,16 +454,16 @@ class BatchedClientTrainer:
                 if slot.b_index is not None:
                     g = torch.einsum("cbto,cbtr->cbor", dy, h)
                     sq += g.float().pow(2).sum(dim=(2, 3))
-                    pieces.append((slot.b_index, "b", dy, h))
+                    pieces.append((slot.b_index, dy, h))
                 grad_h = d_hidden[k]
                 if slot.a_index is not None and grad_h is not None:
                     dh = grad_h.reshape(c, b, -1, grad_h.shape[-1])
                     g = torch.einsum("cbtr,cbti->cbri", dh, x)
                     sq += g.float().pow(2).sum(dim=(2, 3))
-                    pieces.append((slot.a_index, "a", dh, x))
+                    pieces.append((slot.a_index, dh, x))
             norms = sq.sqrt()
             factor = (dp.max_grad_norm / (norms + 1e-6)).clamp(max=1.0) * rows.real
-            for index, _kind, left, right in pieces:
+            for index, left, right in pieces:
                 summed[index] = torch.einsum("cb,cbto,cbti->coi", factor.to(left.dtype),
                                              left, right).to(summed[index].dtype)
             loss_rows = example_loss.detach().view(c, b) * rows.real
