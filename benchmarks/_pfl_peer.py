@@ -351,7 +351,8 @@ def _run_sequential(client_examples: list[list[list[int]]], *, clients_per_round
     settings = FederationSettings(
         rounds=rounds, clients_per_round=clients_per_round,
         local=LocalTrainingSettings(batch_size=batch_size, lr=lr, steps=local_steps,
-                                    optimizer="sgd", max_grad_norm=None))
+                                    optimizer="sgd", max_grad_norm=None),
+        trainer="sequential")
     trainer = FederatedTrainer(model, client_examples, [], create("plain"), settings,
                                pad_id=pad_id, device=device, seed=seed)
     vector = get_adapter_vector(model)
@@ -379,6 +380,42 @@ def _run_sequential(client_examples: list[list[list[int]]], *, clients_per_round
     }
 
 
+def _json_rows(path: str, *, clients: int, per_round: list[int], rounds: int,
+               local_steps: int, device: str) -> None:
+    """``benchmarks/scale.py``'s peer rows: pfl on scale.py's federation, written to ``path``.
+
+    The same users (:func:`fedpriv.data.population.generate_user_records`, 8
+    records of at most 64 tokens, seed 0), adapter, SGD step and cohorts as
+    scale.py's fedpriv rows; the final adapter is included so that scale.py can
+    compare it with its sequential loop's.
+    """
+    import json
+
+    from fedpriv.data.population import generate_user_records
+    from fedpriv.lora import LoraSettings
+    from fedpriv.models import BUILTIN_MODEL, load_tokenizer
+    from fedpriv.train.batching import encode_texts
+
+    records, max_len, lr, batch = 8, 64, 0.5, 8  # scale.py's RECORDS, MAX_LEN, LR, BATCH
+    lora = LoraSettings(rank=4, alpha=8.0)
+    tok = load_tokenizer(BUILTIN_MODEL)
+    users = generate_user_records(clients, records, seed=0)
+    examples = [encode_texts(tok, [r.text for r in user], max_len) for user in users]
+    rows = []
+    for p in per_round:
+        r = 2 if p >= 1000 and device == "cpu" else rounds  # as scale.py times its own rows
+        row = run_pfl(examples, clients_per_round=p, local_steps=local_steps, batch_size=batch,
+                      lr=lr, rounds=r, pad_id=tok.pad_token_id, lora_rank=lora.rank,
+                      lora_alpha=lora.alpha, target_modules=lora.target_modules, ffa=lora.ffa,
+                      device=device, return_vector=True)
+        row["adapter_vector"] = row["adapter_vector"].tolist()
+        print(f"pfl {p:5d} clients/round: {row['client_steps_per_s']:.2f} client-steps/s",
+              flush=True)
+        rows.append(row)
+    with open(path, "w") as f:
+        json.dump(rows, f)
+
+
 def _main() -> None:
     import argparse
     import json
@@ -398,13 +435,21 @@ def _main() -> None:
     parser.add_argument("--repeats", type=int, default=2,
                         help="pfl and sequential runs, alternated (the machine is shared)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--local-steps", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="only pfl, on benchmarks/scale.py's federation; rows to PATH")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("fedpriv.data").setLevel(logging.ERROR)  # name reuse past ~300 clients
+    if args.json:
+        _json_rows(args.json, clients=args.clients, per_round=args.per_round, rounds=args.rounds,
+                   local_steps=args.local_steps, device=args.device)
+        return
 
-    records, max_len, lr, batch, steps = 8, 64, 0.5, 8, 1
+    records, max_len, lr, batch, steps = 8, 64, 0.5, 8, args.local_steps
     lora = LoraSettings(rank=4, alpha=8.0)
     tok = load_tokenizer(BUILTIN_MODEL)
     corpus = generate_client_records(args.clients, records, seed=0)

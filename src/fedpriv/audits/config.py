@@ -28,6 +28,11 @@ from fedpriv.dp.config import DISTRIBUTED_PROTOCOLS, DPConfig, make_dp_config
 from fedpriv.errors import ConfigError
 from fedpriv.lora import LoraSettings
 
+TRAINERS = ("auto", "sequential", "batched")
+"""``federation.trainer``: ``batched`` trains a round's clients together
+(:mod:`fedpriv.train.batched`), ``sequential`` one after another, ``auto`` batched
+whenever the model and run allow it."""
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -163,6 +168,11 @@ class FederationConfig:
     eval_every: int = 1
     eval_batch_size: int = 32
     dropout: float = 0.0
+    trainer: str = "auto"
+    """How clients train locally: ``auto`` (batched when the run allows it), ``batched``
+    (many clients in one forward/backward, :mod:`fedpriv.train.batched`) or ``sequential``."""
+    memory_budget_mb: float = 2048.0
+    """Batched trainer: estimated activation memory of one chunk of clients, in MiB."""
 
     def __post_init__(self) -> None:
         _check(self.clients >= 1, f"federation.clients must be >= 1, got {self.clients}")
@@ -196,6 +206,12 @@ class FederationConfig:
         _check(self.eval_every >= 1, f"federation.eval_every must be >= 1, got {self.eval_every}")
         _check(0 <= self.dropout < 1,
                f"federation.dropout must be a fraction in [0, 1), got {self.dropout}")
+        _check(self.trainer in TRAINERS,
+               f"federation.trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
+        _check(isinstance(self.memory_budget_mb, (int, float))
+               and not isinstance(self.memory_budget_mb, bool) and self.memory_budget_mb > 0,
+               f"federation.memory_budget_mb must be a number of MiB > 0, got "
+               f"{self.memory_budget_mb!r}")
 
     @property
     def sampled_per_round(self) -> int:

@@ -211,6 +211,8 @@ def federation_settings(config: AuditConfig) -> FederationSettings:
         dropout=fed.dropout,
         eval_every=fed.eval_every,
         eval_batch_size=fed.eval_batch_size,
+        trainer=fed.trainer,
+        memory_budget_mb=fed.memory_budget_mb,
     )
 
 

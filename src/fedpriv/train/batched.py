@@ -33,7 +33,9 @@ therefore the sequential loop's, within float rounding (``tests/test_batched.py`
 compares the two on a small federation, with and without DP and FFA-LoRA).
 
 Memory is bounded: clients are processed in chunks whose estimated activation
-memory (:func:`estimate_client_bytes`) fits ``memory_budget_mb``.
+memory (:func:`estimate_client_bytes`) fits ``memory_budget_mb``; on a CPU a
+chunk also holds at most about :data:`CPU_CHUNK_TOKENS` tokens, where larger
+chunks only fall out of the caches.
 
 What it does not do (:func:`batched_unsupported` says why, and the federated
 loop then trains those clients sequentially): adapter dropout (its random masks
@@ -63,10 +65,13 @@ from fedpriv.train.batching import TokenIds, training_batches
 from fedpriv.train.local import LocalResult, LocalTrainingSettings, autocast_context
 
 __all__ = [
+    "CPU_CHUNK_TOKENS",
     "BatchedClientTrainer", "ClientJob", "DPJobSettings", "batched_unsupported",
     "estimate_client_bytes",
 ]
 
+CPU_CHUNK_TOKENS = 4096
+"""On a CPU, about how many tokens one chunk of clients holds (see ``chunk_size``)."""
 _ADAMW_BETAS = (0.9, 0.999)
 _ADAMW_EPS = 1e-8
 
@@ -296,11 +301,20 @@ class BatchedClientTrainer:
 
     # ------------------------------------------------------------------ sizing
     def chunk_size(self, settings: LocalTrainingSettings, seq_len: int, *, dp: bool) -> int:
-        """Clients per chunk so that the estimated memory fits ``memory_budget_mb``."""
+        """Clients per chunk: the estimated memory fits ``memory_budget_mb``.
+
+        On a CPU a chunk also stays near :data:`CPU_CHUNK_TOKENS` tokens: past a few
+        thousand tokens the activations fall out of the caches and a larger chunk
+        is slower per client, not faster (measured on 2 cores: 4–10 clients of 8
+        records of 64 tokens per chunk gave the most client steps per second).
+        """
         rows = settings.batch_size if not dp else math.ceil(1.5 * settings.batch_size) + 2
         per_client = estimate_client_bytes(self.model, rows=rows, seq_len=seq_len,
                                            adapter_values=self.adapter_values, dp=dp)
-        return max(1, int(self.memory_budget_mb * 2**20 // per_client))
+        size = max(1, int(self.memory_budget_mb * 2**20 // per_client))
+        if self.device.type == "cpu":
+            size = min(size, max(1, CPU_CHUNK_TOKENS // (rows * seq_len)))
+        return size
 
     # ------------------------------------------------------------------ training
     def train(self, jobs: Sequence[ClientJob], global_vector: np.ndarray,

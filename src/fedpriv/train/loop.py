@@ -40,6 +40,7 @@ from peft import PeftModel
 
 from fedpriv.attacks.client_canaries import CanaryClients, CanaryRound
 from fedpriv.attacks.gradient_canaries import GradientCanaries
+from fedpriv.audits.config import TRAINERS
 from fedpriv.dp.config import DPPlan
 from fedpriv.dp.distributed import DistributedDP, DistributedDPSettings
 from fedpriv.dp.noise import key_generator, noise_seed, torch_seed
@@ -68,6 +69,12 @@ from fedpriv.protocols import (
     run_round,
 )
 from fedpriv.protocols.driver import draw_dropouts
+from fedpriv.train.batched import (
+    BatchedClientTrainer,
+    ClientJob,
+    DPJobSettings,
+    batched_unsupported,
+)
 from fedpriv.train.batching import TokenIds
 from fedpriv.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpriv.train.local import EvalResult, LocalTrainingSettings, evaluate, train_local
@@ -120,10 +127,18 @@ class FederationSettings:
     eval_batch_size: int = 32
     keep_views: str = "last"
     dropout: float = 0.0
+    trainer: str = "auto"
+    """``auto``, ``sequential`` or ``batched`` (:data:`TRAINERS`)."""
+    memory_budget_mb: float = 2048.0
+    """Batched trainer: activation memory one chunk of clients may take (sizes the chunks)."""
 
     def __post_init__(self) -> None:
         if self.keep_views not in VIEW_POLICIES:
             raise ConfigError(f"keep_views must be one of {VIEW_POLICIES}, got {self.keep_views!r}")
+        if self.trainer not in TRAINERS:
+            raise ConfigError(f"trainer must be one of {TRAINERS}, got {self.trainer!r}")
+        if not self.memory_budget_mb > 0:
+            raise ConfigError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb!r}")
 
 
 @dataclass(frozen=True)
@@ -296,6 +311,9 @@ class FederatedTrainer:
             self.dist_dp.noise_scale = dp.noise_scale
             self.client_weights = [DP_CLIENT_WEIGHT] * len(client_examples)
         self._private: PrivateModel | None = None
+        self._batched: BatchedClientTrainer | None = None
+        self._batched_reason: str | None = None
+        """Why clients train sequentially (``None`` until decided, ``""`` when batched)."""
         self.eval_examples = eval_examples
         self.protocol = protocol
         self.settings = settings
@@ -436,6 +454,79 @@ class FederatedTrainer:
             return self._dp_rng("batches", round_index, client)
         return np.random.default_rng([self.seed, round_index, 3, client])
 
+    def batched_trainer(self) -> BatchedClientTrainer | None:
+        """Return the batched client trainer, or ``None`` when clients train one by one.
+
+        ``federation.trainer = "sequential"`` never batches; ``"auto"`` batches
+        whenever :func:`~fedpriv.train.batched.batched_unsupported` finds nothing
+        in the way (adapter dropout, Opacus' ``secure_mode``, non-Linear LoRA);
+        ``"batched"`` raises instead of falling back.
+
+        Raises:
+            ConfigError: ``trainer = "batched"`` for a run it cannot train.
+        """
+        if self._batched_reason is None:
+            reason = "federation.trainer is 'sequential'"
+            if self.settings.trainer != "sequential":
+                secure = (self.dp is not None and self.dp.mode == "sample"
+                          and self.dp.config.secure_mode)
+                reason = batched_unsupported(self.model, secure_mode=secure) or ""
+                if reason and self.settings.trainer == "batched":
+                    raise ConfigError(f"federation.trainer = 'batched' cannot train this run: "
+                                      f"{reason}; set it to 'auto' or 'sequential'")
+                if reason:
+                    logger.info("training clients sequentially: %s", reason)
+                else:
+                    self._batched = BatchedClientTrainer(
+                        self.model, pad_id=self.pad_id, device=self.device,
+                        memory_budget_mb=self.settings.memory_budget_mb)
+            self._batched_reason = reason
+        return self._batched
+
+    def _trains_sequentially(self, client: int) -> bool:
+        """Whether ``client`` needs the sequential path even when the round is batched."""
+        holds_canaries = (self.gradient_canaries is not None
+                          and client == self.gradient_canary_client)
+        return holds_canaries or not self.client_examples[client]
+
+    def _client_input(self, client: int, round_index: int, delta: np.ndarray) -> ClientInput:
+        """Return ``client``'s protocol input for its raw update ``delta = local - global``."""
+        vector = protocol_vector(delta, round_index=round_index, client=client,
+                                 user_dp=self.user_dp, dist_dp=self.dist_dp)
+        return ClientInput(update=vector, weight=self.client_weights[client])
+
+    def _sample_dp_noise(self, round_index: int, client: int) -> torch.Generator:
+        """Return the generator of ``client``'s DP-SGD noise this round (from the DP key)."""
+        noise = torch.Generator(device=self.device)
+        noise.manual_seed(torch_seed(self._dp_key("sample-dp", round_index, client)))
+        return noise
+
+    def train_clients_batched(
+        self, clients: Sequence[int], round_index: int, global_vector: np.ndarray,
+    ) -> dict[int, tuple[ClientInput, float]]:
+        """Train ``clients`` together with the batched trainer; return each one's input and loss.
+
+        Every client gets the same generators as :meth:`client_update` would give
+        it (its batch order, its DP-SGD noise), so the result is the sequential
+        one within float rounding.
+        """
+        batched = self.batched_trainer()
+        assert batched is not None
+        sample_dp = self.dp is not None and self.dp.mode == "sample"
+        jobs = [ClientJob(
+            client=c, examples=self.client_examples[c], rng=self.batch_rng(round_index, c),
+            noise=self._sample_dp_noise(round_index, c) if sample_dp else None,
+            nominal_size=self.nominal_sizes[c],
+        ) for c in clients]
+        dp = None
+        if sample_dp:
+            assert self.dp is not None
+            dp = DPJobSettings(noise_multiplier=self.dp.noise_multiplier * self.dp.noise_scale,
+                               max_grad_norm=self.dp.clip)
+        results = batched.train(jobs, global_vector, self.settings.local, dp=dp)
+        return {c: (self._client_input(c, round_index, local - global_vector), res.mean_loss)
+                for c, (local, res) in zip(clients, results, strict=True)}
+
     def client_update(
         self, client: int, round_index: int, global_vector: np.ndarray
     ) -> tuple[ClientInput, float]:
@@ -450,8 +541,7 @@ class FederatedTrainer:
             if self._private is not None:
                 from fedpriv.dp.sample import train_local_dp
 
-                noise = torch.Generator(device=self.device)
-                noise.manual_seed(torch_seed(self._dp_key("sample-dp", round_index, client)))
+                noise = self._sample_dp_noise(round_index, client)
                 canaries = (self.gradient_canaries if client == self.gradient_canary_client
                             else None)
                 result = train_local_dp(
@@ -467,11 +557,8 @@ class FederatedTrainer:
                     self.model, self.params, self.client_examples[client], self.settings.local,
                     pad_id=self.pad_id, device=self.device, rng=rng,
                 )
-        delta = protocol_vector(
-            get_adapter_vector(self.model) - global_vector, round_index=round_index,
-            client=client, user_dp=self.user_dp, dist_dp=self.dist_dp,
-        )
-        return ClientInput(update=delta, weight=self.client_weights[client]), result.mean_loss
+        delta = get_adapter_vector(self.model) - global_vector
+        return self._client_input(client, round_index, delta), result.mean_loss
 
     def train_round(self, round_index: int, global_vector: np.ndarray) -> RoundOutcome:
         """One round without evaluation or checkpointing.
@@ -483,11 +570,16 @@ class FederatedTrainer:
         """
         t0 = time.perf_counter()
         participants = self.sample_clients(round_index)
-        inputs: dict[int, ClientInput] = {}
-        losses = []
+        done: dict[int, tuple[ClientInput, float]] = {}
+        if self.batched_trainer() is not None:
+            together = [c for c in participants if not self._trains_sequentially(c)]
+            if together:
+                done = self.train_clients_batched(together, round_index, global_vector)
         for client in participants:
-            inputs[client], loss = self.client_update(client, round_index, global_vector)
-            losses.append(loss)
+            if client not in done:
+                done[client] = self.client_update(client, round_index, global_vector)
+        inputs = {c: done[c][0] for c in participants}
+        losses = [done[c][1] for c in participants]
         train_s = time.perf_counter() - t0
         if not participants:  # Poisson sampling under user-level DP chose nobody
             return self._step(round_index, global_vector, participants, None, losses, train_s)
