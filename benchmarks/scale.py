@@ -311,7 +311,10 @@ def main() -> None:
 def utility_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the cross-device audit's utility rows: each run's perplexity beside no DP's."""
     runs = [r for r in report["runs"] if r.get("status") == "ok"]
-    no_dp = [r for r in runs if not r.get("dp")]
+    def mode(run: dict[str, Any]) -> str:
+        return str((run.get("dp") or {}).get("mode", "none"))
+
+    no_dp = [r for r in runs if mode(r) == "none"]
     if not no_dp:
         raise SystemExit("the report has no run without DP to compare with")
     ref = no_dp[0]["utility"]["perplexity"]
@@ -321,9 +324,10 @@ def utility_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         eps = (run.get("privacy") or {}).get("epsilon")
         base = util["base_perplexity"]
         rows.append({
-            "run": run["name"], "dp": (run.get("dp") or {}).get("mode", "none"),
-            "epsilon": eps, "perplexity": util["perplexity"], "base_perplexity": base,
+            "run": run["name"], "dp": mode(run), "epsilon": eps,
+            "perplexity": util["perplexity"], "base_perplexity": base,
             "no_dp_perplexity": ref,
+            "wall_s": (run.get("cost") or {}).get("wall_s"),
             "share_of_no_dp_reduction": (base - util["perplexity"]) / (base - ref)
             if base != ref else None,
         })

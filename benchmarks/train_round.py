@@ -6,7 +6,9 @@ measured side by side mean anything):
 
 * **federated**: ``FederatedTrainer.train_round`` with the ``plain`` protocol —
   N clients each load the global adapter into the one shared base model, train
-  S local steps with a fresh AdamW, return Δᵢ, and the protocol aggregates them;
+  S local steps with a fresh AdamW, return Δᵢ, and the protocol aggregates them
+  (``--trainer sequential``, the default; ``--trainer batched`` trains the
+  clients together, :mod:`fedpriv.train.batched`);
 * **plain**: one adapter and one AdamW trained for N × S steps over exactly the
   same batches (same clients, same order), no federation.
 
@@ -21,6 +23,7 @@ overhead of federation itself (target ≤ 1.15 at 10 clients).  Results go to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -53,6 +56,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="local steps per client")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--trainer", default="sequential", choices=["sequential", "batched"],
+                        help="how the federated round trains its clients (default sequential: "
+                             "the loop this benchmark has always timed, and the machine "
+                             "yardstick of benchmarks/default_audit.py)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"result file (default {RESULTS.name}; "
@@ -73,7 +80,7 @@ def main() -> None:
     model = attach_lora(base, lora_settings(config, config.runs[0]), seed=0)
     pad = tok.pad_token_id
     examples = [encode_texts(tok, c.members, config.model.max_length) for c in dataset.clients]
-    settings = federation_settings(config)
+    settings = dataclasses.replace(federation_settings(config), trainer=args.trainer)
     trainer = FederatedTrainer(model, examples, [], create("plain"), settings,
                                pad_id=pad, device=device, seed=0)
     params = trainable_parameters(model)
@@ -105,6 +112,7 @@ def main() -> None:
         "benchmark": "train_round",
         "clients": args.clients,
         "local_steps": args.steps,
+        "trainer": args.trainer,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "quick": args.quick,

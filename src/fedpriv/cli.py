@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,12 +57,37 @@ def _command_errors(interrupted: str) -> Iterator[None]:
 
     ``interrupted`` says what was kept and how to continue.
     """
+    # Ctrl-C is also recorded: a KeyboardInterrupt raised while Python runs a finaliser
+    # (``__del__``, a weakref callback) is printed and dropped, and the work would go on.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _record_interrupt)
+    _INTERRUPTS.clear()
     try:
         yield
     except FedprivError as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         raise _fail(interrupted, code=130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if _INTERRUPTS:
+        raise _fail(interrupted, code=130)
+
+
+_INTERRUPTS: list[int] = []
+"""SIGINTs received inside :func:`_command_errors` (see there)."""
+
+
+def _record_interrupt(signum: int, frame: object) -> None:
+    _INTERRUPTS.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C reached the running command (even if its KeyboardInterrupt was lost)."""
+    return bool(_INTERRUPTS)
 
 
 @contextmanager
@@ -429,7 +456,8 @@ def sweep(
                   f"{len(plan.pending)} to run → {out}/")
         with _live_progress(not (quiet or as_json), header) as bars:
             summary = run_sweep(plan, progress=None if bars is None else _RichSweepProgress(
-                bars, total=len(plan.cells), done=skipped), engine=engine)
+                bars, total=len(plan.cells), done=skipped), engine=engine,
+                stop=interrupt_requested)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     elif not quiet:

@@ -74,12 +74,14 @@ def test_fdp_bound_is_at_least_the_eps_delta_bound(m: int, fraction: float,
                                                    p: float) -> None:
     # The paper's claim for Gaussian curves.  It fails only where both bounds
     # are about 0: the (ε, δ) test at ε = 0 is the exact Binomial tail, while
-    # the f-DP constraints at μ = 0 are a relaxation of it (seen below 0.011).
+    # the f-DP constraints at μ = 0 are a relaxation of it (a grid over these
+    # strategies' ranges finds it up to ε = 0.050: m = 1000, r = 100, v = 60,
+    # δ = 1e-5, p = 0.05 gives 0.0495 against f-DP's 0.0435).
     r = max(2, int(fraction * m))
     v = data.draw(st.integers(r // 2, r))
     classic = epsilon_lower_bound(m, r, v, delta=delta, p=p)
     fdp = fdp_lower_bound(m, r, v, delta=delta, p=p).epsilon
-    assert fdp >= classic - 1e-6 or classic < 0.02
+    assert fdp >= classic - 1e-6 or classic < 0.06
 
 
 def test_fdp_is_much_tighter_with_many_correct_guesses() -> None:

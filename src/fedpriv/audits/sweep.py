@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,12 +279,15 @@ def build_summary(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]],
 
 
 def run_sweep(plan: SweepPlan, *, progress: SweepProgress | None = None,
-              engine: str = "inprocess") -> dict[str, Any]:
+              engine: str = "inprocess", stop: Callable[[], bool] | None = None,
+              ) -> dict[str, Any]:
     """Run the plan's pending cells one by one; write ``sweep.json`` and ``frontier.png``.
 
     Each finished cell is appended to the ledger before the next one starts, so
     an interruption (``KeyboardInterrupt`` propagates) loses only the cell in
-    flight.  Returns the summary written to ``sweep.json``.
+    flight.  ``stop`` is asked before each cell: when it returns true, the sweep
+    raises ``KeyboardInterrupt`` there (an interrupt whose exception was lost
+    still stops it).  Returns the summary written to ``sweep.json``.
     """
     progress = progress or SweepProgress()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,8 @@ def run_sweep(plan: SweepPlan, *, progress: SweepProgress | None = None,
     records: dict[str, dict[str, Any]] = dict(plan.finished)
     pending = plan.pending
     for index, cell in enumerate(pending):
+        if stop is not None and stop():
+            raise KeyboardInterrupt
         progress.cell_started(cell, index, len(pending))
         record = run_cell(cell, plan.out_dir, base_hash, progress.audit_progress(cell),
                           engine=engine)
