@@ -49,7 +49,13 @@ from fedpriv.integrations.flower.records import (
     read_inbox,
     reply_content,
 )
-from fedpriv.integrations.flower.state import SESSION_RECORD, STARTED_RECORD, resume, suspend
+from fedpriv.integrations.flower.state import (
+    SESSION_RECORD,
+    STARTED_RECORD,
+    resume,
+    start_round,
+    suspend,
+)
 from fedpriv.protocols.base import (
     AggregationProtocol,
     ClientId,
@@ -174,19 +180,11 @@ class FedprivClient:
     @staticmethod
     def _start_round(context: Context, header: PhaseHeader) -> None:
         """Refuse phase 0 of a round not above the highest this node started; record it."""
-        record = context.state.config_records.get(STARTED_RECORD)
-        highest = None if record is None else record.get("highest-round")
-        if highest is not None and not isinstance(highest, int):
-            raise ProtocolError("the started-rounds record in Context.state is malformed.")
-        if highest is not None and header.round <= highest:
-            raise ProtocolError(
-                f"client {header.client_id} already started round {highest}; phase 0 of round "
-                f"{header.round} is refused (a replayed round would give the server two sums of "
-                "the same inputs). The server must number rounds increasingly."
-            )
-        context.state.config_records[STARTED_RECORD] = ConfigRecord(
-            {"highest-round": header.round}
-        )
+        start_round(
+            context, STARTED_RECORD, header.round,
+            f"client {header.client_id} already started round {{highest}}; phase 0 of round "
+            "{round} is refused (a replayed round would give the server two sums of the same "
+            "inputs). The server must number rounds increasingly.")
 
     @staticmethod
     def _load(
@@ -240,6 +238,35 @@ def read_global(message: Message) -> np.ndarray:
     return records[GLOBAL_RECORD][GLOBAL_ARRAY].numpy()
 
 
+def server_dp_record(message: Message, *, local: str, node: str = "this node",
+                     ) -> ConfigRecord | None:
+    """Return the server's DP record of the round, after checking its mode is ``local``.
+
+    Raises :class:`ConfigError` when the server's DP mode (``none`` without the
+    record) differs from the node's (``none``, ``user`` or ``distributed``).
+    """
+    record = message.content.config_records.get(DP_RECORD)
+    mode = "none" if record is None else record.get("mode")
+    if mode != local:
+        raise ConfigError(
+            f"the server runs DP mode {mode!r} but {node} is configured for {local!r}; give "
+            "the server and every node the same DP configuration."
+        )
+    return record
+
+
+def restore_server_clip(record: ConfigRecord, user_dp: UserLevelDP) -> None:
+    """Make ``user_dp`` clip to the round's bound in the server's DP record.
+
+    The bound moves under adaptive clipping.  Raises :class:`ProtocolError` when
+    the record holds none.
+    """
+    clip = record.get("clip")
+    if isinstance(clip, bool) or not isinstance(clip, float):
+        raise ProtocolError(f"the server's DP record holds no clip bound; got {clip!r}.")
+    user_dp.restore(clip)
+
+
 def client_protocol_vector(
     message: Message, delta: np.ndarray, *, client_id: ClientId, ctx: RoundContext,
     user_dp: UserLevelDP | None = None, dist_dp: DistributedDP | None = None,
@@ -256,19 +283,10 @@ def client_protocol_vector(
         from fedpriv.integrations.flower.server import refuse_seeded_dp
 
         refuse_seeded_dp(dist_dp, f"client {client_id}'s DistributedDP")
-    record = message.content.config_records.get(DP_RECORD)
-    mode = "none" if record is None else record.get("mode")
     local = "user" if user_dp is not None else "distributed" if dist_dp is not None else "none"
-    if mode != local:
-        raise ConfigError(
-            f"the server runs DP mode {mode!r} but this node is configured for {local!r}; give "
-            "the server and every node the same DP configuration."
-        )
+    record = server_dp_record(message, local=local)
     if user_dp is not None and record is not None:
-        clip = record.get("clip")
-        if not isinstance(clip, float):
-            raise ProtocolError(f"the server's DP record holds no clip bound; got {clip!r}.")
-        user_dp.restore(clip)
+        restore_server_clip(record, user_dp)
     if dist_dp is not None and record is not None:
         salt = record.get("rotation-salt")
         if not isinstance(salt, str):
@@ -286,4 +304,6 @@ __all__ = [
     "client_protocol_vector",
     "fedpriv_client_app",
     "read_global",
+    "restore_server_clip",
+    "server_dp_record",
 ]

@@ -69,6 +69,7 @@ from flwr.serverapp import Grid
 
 from fedpriv.dp.rounds import DP_CLIENT_WEIGHT, protocol_vector, protocol_vector_size
 from fedpriv.errors import ConfigError, ProtocolError
+from fedpriv.integrations.flower.client import restore_server_clip, server_dp_record
 from fedpriv.integrations.flower.records import DP_RECORD, GLOBAL_ARRAY, GLOBAL_RECORD
 from fedpriv.integrations.flower.server import (
     DEFAULT_PHASE_TIMEOUT,
@@ -77,6 +78,7 @@ from fedpriv.integrations.flower.server import (
     _short,
     dp_record,
 )
+from fedpriv.integrations.flower.state import start_round
 from fedpriv.protocols.boundary import check_int
 
 if TYPE_CHECKING:  # a node process imports torch only when it trains
@@ -141,18 +143,9 @@ class UserDPTransform:
     def __call__(self, cohort: CohortRound, client: int, delta: np.ndarray,
                  ) -> tuple[np.ndarray, float]:
         """Return client ``client``'s clipped vector and its weight (1)."""
-        record = cohort.message.content.config_records.get(DP_RECORD)
-        mode = "none" if record is None else record.get("mode")
-        if mode != "user":
-            raise ConfigError(
-                f"the server runs DP mode {mode!r} but this cohort node clips for user-level "
-                "DP; give the server (run_cohort_round(user_dp=...)) and every node the same DP "
-                "configuration.")
+        record = server_dp_record(cohort.message, local="user", node="this cohort node")
         assert record is not None
-        clip = record.get("clip")
-        if isinstance(clip, bool) or not isinstance(clip, float):
-            raise ProtocolError(f"the server's DP record holds no clip bound; got {clip!r}.")
-        self.user_dp.restore(clip)
+        restore_server_clip(record, self.user_dp)
         vector = protocol_vector(delta, round_index=cohort.round, client=client,
                                  user_dp=self.user_dp)
         return vector, DP_CLIENT_WEIGHT
@@ -341,15 +334,13 @@ class CohortClient:
                 f"the global vector has {request.vector_size} entries but node "
                 f"{context.node_id}'s adapter has {node.trainer.adapter_values}; give the server "
                 "and every node the same model and LoRA settings.")
-        dp = message.content.config_records.get(DP_RECORD)
-        dp_mode = "none" if dp is None else dp.get("mode")
-        local_mode = "user" if isinstance(node.transform, UserDPTransform) else "none"
-        if dp_mode != local_mode:
-            raise ConfigError(
-                f"the server runs DP mode {dp_mode!r} but node {context.node_id} is configured "
-                f"for {local_mode!r} (a UserDPTransform clips for 'user'); give the server and "
-                "every node the same DP configuration.")
-        self._start_round(context, request.round)
+        server_dp_record(message, node=f"node {context.node_id}",
+                         local="user" if isinstance(node.transform, UserDPTransform) else "none")
+        start_round(
+            context, COHORT_STARTED_RECORD, request.round,
+            f"node {context.node_id} already trained round {{highest}}; round {{round}} is "
+            "refused (a replayed round would train the same clients with the same generators "
+            "again). The server must number rounds increasingly.")
         summed, weight, losses = self._train(node, request, CohortRound(
             request.round, message, context))
         reply = RecordDict()
@@ -360,22 +351,6 @@ class CohortClient:
             "seconds": time.perf_counter() - start,
         })
         return Message(reply, reply_to=message)
-
-    @staticmethod
-    def _start_round(context: Context, round_index: int) -> None:
-        """Refuse a round not above the highest this node started (no replays); record it."""
-        record = context.state.config_records.get(COHORT_STARTED_RECORD)
-        highest = None if record is None else record.get("highest-round")
-        if highest is not None and (isinstance(highest, bool) or not isinstance(highest, int)):
-            raise ProtocolError("the cohort's started-rounds record in Context.state is "
-                                "malformed.")
-        if highest is not None and round_index <= highest:
-            raise ProtocolError(
-                f"node {context.node_id} already trained round {highest}; round {round_index} "
-                "is refused (a replayed round would train the same clients with the same "
-                "generators again). The server must number rounds increasingly.")
-        context.state.config_records[COHORT_STARTED_RECORD] = ConfigRecord(
-            {"highest-round": round_index})
 
     @staticmethod
     def _train(node: CohortNode, request: CohortRequest, cohort: CohortRound,

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flwr.app import ConfigRecord, Context
+
 from fedpriv.errors import ProtocolError
 from fedpriv.integrations.codec import decode, encode
 from fedpriv.protocols.base import AggregationProtocol, ClientSession
@@ -103,4 +105,27 @@ def resume(data: bytes, protocol: AggregationProtocol) -> ClientSession:
     return session
 
 
-__all__ = ["SESSION_CLASSES", "SESSION_RECORD", "STARTED_RECORD", "resume", "suspend"]
+def start_round(context: Context, record_name: str, round_index: int, refusal: str) -> None:
+    """Refuse ``round_index`` unless it is above the highest round started; then record it.
+
+    The highest round a node started is kept in ``Context.state`` under the
+    ConfigRecord ``record_name`` (key ``highest-round``): a server replaying a
+    round would get two results of the same inputs.  ``refusal`` is the error
+    message, formatted with ``highest`` and ``round``.
+
+    Raises:
+        ProtocolError: The round is not above the highest started, or the record
+            is malformed.
+    """
+    record = context.state.config_records.get(record_name)
+    highest = None if record is None else record.get("highest-round")
+    if highest is not None and (isinstance(highest, bool) or not isinstance(highest, int)):
+        raise ProtocolError(f"the started-rounds record {record_name!r} in Context.state is "
+                            "malformed.")
+    if highest is not None and round_index <= highest:
+        raise ProtocolError(refusal.format(highest=highest, round=round_index))
+    context.state.config_records[record_name] = ConfigRecord({"highest-round": round_index})
+
+
+__all__ = ["SESSION_CLASSES", "SESSION_RECORD", "STARTED_RECORD", "resume", "start_round",
+           "suspend"]
