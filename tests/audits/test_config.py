@@ -99,7 +99,8 @@ def test_ranges_are_checked() -> None:
     with pytest.raises(ConfigError, match="clients_per_round OR"):
         FederationConfig(clients_per_round=2, client_fraction=0.5)
     with pytest.raises(ConfigError, match="exactly one of"):
-        FederationConfig(local_steps=None, local_epochs=None)
+        FederationConfig(local_steps=4, local_epochs=2)
+    assert FederationConfig(local_steps=None, local_epochs=None).local_steps == 8
 
 
 def test_missing_and_bad_toml(tmp_path: Path) -> None:
@@ -235,3 +236,11 @@ def test_population_defaults_to_organisations_and_takes_users() -> None:
 def test_population_is_checked(data: dict[str, object], clients: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping(AuditConfig, {"data": data, "federation": {"clients": clients}})
+
+
+def test_local_epochs_alone_replaces_the_default_steps() -> None:
+    fed = from_mapping(AuditConfig, {"federation": {"local_epochs": 2}}).federation
+    assert (fed.local_steps, fed.local_epochs) == (None, 2)
+    assert from_mapping(AuditConfig, {}).federation.local_steps == 8
+    with pytest.raises(ConfigError, match="exactly one"):
+        from_mapping(AuditConfig, {"federation": {"local_epochs": 2, "local_steps": 3}})

@@ -21,7 +21,7 @@ def _vector(out: Path, run: str) -> np.ndarray:
 
 @pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
 def test_one_round_matches_plain_within_quantization_bound(protocol: str, tmp_path: Path) -> None:
-    d = tiny_config_dict(rounds=1, clients=4)
+    d = tiny_config_dict(rounds=1, clients=4, share_training=False)  # each trains alone
     d["runs"] = [{"name": "plain"}, {"name": "secure", "protocol": protocol}]
     report = run_audit(from_mapping(AuditConfig, d), tmp_path)
     plain, secure = _vector(tmp_path, "plain"), _vector(tmp_path, "secure")
@@ -42,6 +42,11 @@ def test_one_round_matches_plain_within_quantization_bound(protocol: str, tmp_pa
     assert secure_run["protocol_stats"]["clipped_values"] == 0
     assert secure_run["cost"]["bytes_up_per_client"] > report["runs"][0]["cost"][
         "bytes_up_per_client"]
+    # Shared training compares the same round's two aggregates: within the same bound.
+    d["federation"]["share_training"] = True  # type: ignore[index]
+    shared = run_audit(from_mapping(AuditConfig, d), tmp_path / "shared")["runs"][1]
+    assert shared["shared_training"]["trained_by"] == "plain"
+    assert 0 < shared["shared_training"]["max_abs_deviation"] <= bound
 
 
 def test_secagg_plus_with_dropout_trains_like_plain(tmp_path: Path) -> None:

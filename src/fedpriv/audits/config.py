@@ -148,6 +148,10 @@ class DataConfig:
                "JSONL/CSV/text file with --data, or use the built-in corpus")
 
 
+DEFAULT_LOCAL_STEPS = 8
+"""Local steps per round when a config sets neither ``local_steps`` nor ``local_epochs``."""
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     """The federated training loop: clients, rounds, local work."""
@@ -156,8 +160,11 @@ class FederationConfig:
     clients_per_round: int | None = None
     client_fraction: float | None = None
     rounds: int = 10
-    local_steps: int | None = 8
+    local_steps: int | None = None
+    """Optimiser steps per client per round (8 when neither this nor ``local_epochs`` is set)."""
     local_epochs: int | None = None
+    """Passes over each client's data per round, instead of ``local_steps`` (DP-SGD:
+    ``ceil(epochs / q)`` Poisson-sampled steps)."""
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -173,6 +180,11 @@ class FederationConfig:
     (many clients in one forward/backward, :mod:`fedpriv.train.batched`) or ``sequential``."""
     memory_budget_mb: float = 2048.0
     """Batched trainer: estimated activation memory of one chunk of clients, in MiB."""
+    share_training: bool = True
+    """Runs without DP that differ only by an exact aggregation protocol (``plain``,
+    ``secagg``, ``secagg+``, ``ckks``) train one trajectory: each round the same client
+    updates go through every such protocol, whose aggregate must match (else that run
+    trains on its own); each run keeps its own server view, cost and attacks."""
 
     def __post_init__(self) -> None:
         _check(self.clients >= 1, f"federation.clients must be >= 1, got {self.clients}")
@@ -186,6 +198,8 @@ class FederationConfig:
         if self.client_fraction is not None:
             _check(0 < self.client_fraction <= 1,
                    f"federation.client_fraction must be in (0, 1], got {self.client_fraction}")
+        if self.local_steps is None and self.local_epochs is None:
+            object.__setattr__(self, "local_steps", DEFAULT_LOCAL_STEPS)
         _check((self.local_steps is None) != (self.local_epochs is None),
                "set exactly one of federation.local_steps and federation.local_epochs")
         _check(self.local_steps is None or self.local_steps >= 1,

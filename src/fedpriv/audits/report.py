@@ -165,6 +165,12 @@ def _run_entry(outcome: RunOutcome) -> dict[str, Any]:
         "mean_survivors": sum(len(h.survivors) for h in hist) / rounds,
     }
     entry["resumed_from_round"] = training.resumed_from_round
+    companions = sorted(hist[-1].companions) if hist else []
+    if outcome.shared_with is not None:
+        entry["shared_training"] = {"trained_by": outcome.shared_with,
+                                    "max_abs_deviation": outcome.shared_deviation}
+    elif companions:
+        entry["shared_training"] = {"companions": companions}
     return entry
 
 
@@ -351,6 +357,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     if failed:
         lines += ["", "Failed runs:", ""]
         lines += [f"- `{r['name']}`: {r['error']}" for r in failed]
+    shared = [r for r in report["runs"] if (r.get("shared_training") or {}).get("trained_by")]
+    if shared:
+        lines += ["", "Shared training (`federation.share_training`): these runs took another "
+                  "run's trajectory — their protocol aggregated the same client updates every "
+                  "round and matched it — so their released model, membership and exposure "
+                  "figures are that run's; server view, inversion and costs are their own:", ""]
+        lines += [f"- `{r['name']}`: trained by `{r['shared_training']['trained_by']}`, "
+                  f"largest aggregate difference "
+                  f"{r['shared_training']['max_abs_deviation']:.2g}" for r in shared]
     lines += ["", "Membership inference and canary exposure observe the released model; "
               "gradient inversion observes what the server saw (`leakage.inversion` in "
               "report.json).", ""]

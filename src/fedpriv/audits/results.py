@@ -58,6 +58,11 @@ class Leakage:
             self._errors_at = len(self._measurements())
         self.errors[step] = f"{type(err).__name__}: {err}"
 
+    def raise_error(self, step: str) -> None:
+        """Raise (as a RuntimeError) the error measurement ``step`` failed with, if it did."""
+        if step in self.errors:
+            raise RuntimeError(f"not measured on the shared model: {self.errors[step]}")
+
     def _measurements(self) -> list[tuple[str, Any]]:
         return [(item.name, getattr(self, item.name)) for item in dataclasses.fields(self)
                 if item.name not in ("errors", "_errors_at")
@@ -85,3 +90,9 @@ class RunOutcome:
     adapter_dir: str | None = None
     dp: DPPlan | None = None
     leakage: Leakage = field(default_factory=Leakage)
+    shared_with: str | None = None
+    """Shared training: the run whose trajectory this run took (its protocol's aggregate
+    matched every round), or ``None`` when the run trained on its own."""
+    shared_deviation: float | None = None
+    """Shared training: the largest entry of |own aggregate − ``shared_with``'s| seen."""
+

@@ -182,12 +182,42 @@ def refuse_unfinished_runs(config: AuditConfig, out_dir: Path) -> None:
             )
 
 
-def run_fingerprint(config: AuditConfig, run: RunConfig) -> str:
-    """Hash of everything that determines a run's numbers (not the device or other runs)."""
-    shared = to_dict(replace(config, runs=(run,)))
+def run_fingerprint(config: AuditConfig, run: RunConfig,
+                    companions: tuple[RunConfig, ...] = ()) -> str:
+    """Hash of everything that determines a run's numbers (not the device or other runs).
+
+    A run that trains for companion runs (shared training) also hashes theirs:
+    its checkpoint holds their rounds too.
+    """
+    shared = to_dict(replace(config, runs=(run, *companions)))
     shared.pop("device", None)
     shared.pop("name", None)
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SHAREABLE_PROTOCOLS = ("plain", "secagg", "secagg+", "ckks")
+"""Protocols whose aggregate is the exact weighted mean (up to fixed-point or CKKS
+rounding): runs that differ only by one of them can share one training trajectory."""
+
+
+def shared_training_groups(config: AuditConfig) -> dict[str, tuple[RunConfig, ...]]:
+    """Return, by the name of the run that trains it, the runs that share its trajectory.
+
+    With ``federation.share_training`` (default) and no simulated dropouts, runs
+    without DP whose protocol is in :data:`SHAREABLE_PROTOCOLS` and whose other
+    settings (FFA-LoRA) agree form a group; its first run in config order trains,
+    and every round the same client inputs also go through the others' protocols
+    (:class:`fedpriv.train.loop.CompanionRound`).  Runs alone in their group are
+    not listed.
+    """
+    fed = config.federation
+    if not fed.share_training or fed.dropout:
+        return {}
+    groups: dict[Any, list[RunConfig]] = {}
+    for run in config.runs:
+        if run.protocol in SHAREABLE_PROTOCOLS and not run.dp_config().enabled:
+            groups.setdefault(run.ffa, []).append(run)
+    return {g[0].name: tuple(g[1:]) for g in groups.values() if len(g) > 1}
 
 
 def lora_settings(config: AuditConfig, run: RunConfig) -> LoraSettings:
@@ -352,6 +382,9 @@ class RunLeakage:
     canaries: CanaryClients | None = None
     initial: np.ndarray | None = None
     gradient: GradientCanaries | None = None
+    released: Leakage | None = None
+    """Shared training: the training run's measurements of the same released model,
+    reused for the model-level steps (membership, exposure, empirical ε)."""
 
     def steps(self) -> list[tuple[str, Callable[[Leakage], None]]]:
         """Return ``(name, measurement)`` for each measurement that applies to the run."""
@@ -373,6 +406,10 @@ class RunLeakage:
 
     def model_leakage(self, leakage: Leakage) -> None:
         """Measure membership inference on the final model and the data canaries' exposure."""
+        if self.released is not None:
+            self.released.raise_error("model")
+            leakage.mia, leakage.canary = self.released.mia, self.released.canary
+            return
         block = measure_leakage(
             self.model, self.tokenizer, self.dataset, max_length=self.config.model.max_length,
             device=self.device, seed=self.config.seed, shadows=self.shadows or ())
@@ -402,6 +439,11 @@ class RunLeakage:
 
     def empirical_epsilon(self, audit: AuditCanaries, leakage: Leakage) -> None:
         """Run the audit canaries' one-run audit: the empirical ε lower bound."""
+        if self.released is not None:
+            self.released.raise_error("empirical_epsilon")
+            leakage.empirical_epsilon = self.released.empirical_epsilon
+            leakage.epsilon_audit = self.released.epsilon_audit
+            return
         plan, dp = self.plan, self.run.dp_config()
         block = measure_epsilon(
             self.model, self.tokenizer, audit, max_length=self.config.model.max_length,
@@ -444,6 +486,22 @@ def measure_run_leakage(measured: RunLeakage) -> Leakage:
             leakage.record_error(name, err)
     set_adapter_vector(measured.model, measured.training.global_vector)
     return leakage
+
+
+def shared_outcome(outcome: RunOutcome, leader: RunOutcome, measured: RunLeakage) -> RunOutcome:
+    """Finish companion run ``outcome`` from the run that trained its trajectory.
+
+    ``measured`` is the companion's own view of that training
+    (:meth:`~fedpriv.train.loop.TrainingResult.companion`); the model-level
+    measurements are the leader's (the released model is the same), what the
+    server saw (update MIA, inversion) is measured for the companion's protocol.
+    """
+    assert leader.training is not None
+    set_adapter_vector(measured.model, measured.training.global_vector)
+    return replace(
+        outcome, training=measured.training, leakage=measure_run_leakage(measured),
+        adapter_size=adapter_size(measured.model), status="ok", shared_with=leader.run.name,
+        shared_deviation=leader.training.max_abs_deviation(outcome.run.name))
 
 
 def plan_runs_dp(config: AuditConfig, dataset: FederatedDataset) -> dict[str, DPPlan | None]:
@@ -539,62 +597,84 @@ def run_audit(
     eval_examples = encode_texts(tokenizer, dataset.all_nonmembers(), max_len)
     outcomes: list[RunOutcome] = []
     shadows: dict[str, list[np.ndarray]] = {}  # by LoRA settings: shared by runs alike
+    groups = shared_training_groups(config)
+    trained_by = {c.name: leader for leader, members in groups.items() for c in members}
+    finished: dict[str, RunOutcome] = {}
     for run in config.runs:
         lora = lora_settings(config, run)
         run_dir = out / "runs" / run.name
         outcome = RunOutcome(run=run, lora=lora, status="failed", dp=plans[run.name])
         for message in outcome.dp.warnings if outcome.dp is not None else ():
             logger.warning("run '%s': %s", run.name, message)
+        leader = finished.get(trained_by.get(run.name, ""))
+        if run.name in trained_by:
+            why = (f"run '{trained_by[run.name]}' that was to train it failed"
+                   if leader is None or leader.training is None
+                   else leader.training.companion_error(run.name))
+            if why is not None:
+                logger.warning("run '%s' trains on its own: %s", run.name, why)
+                leader = None
         peft_model = None
         try:
             peft_model = attach_lora(model, lora, seed=config.seed)
             if config.attacks.shadow_models and repr(lora) not in shadows:
                 shadows[repr(lora)] = train_shadows(config, peft_model, tokenizer, device)
-            if run.dp_config().mode == "distributed":
-                plans[run.name] = plan_run_dp(config, run,
-                                              [c.nominal_size for c in dataset.clients],
-                                              adapter_dim=adapter_size(peft_model))
-            plan = plans[run.name]
-            if plan is not None and noise_scale != 1:
-                plan = plans[run.name] = replace(plan, noise_scale=noise_scale)
-            outcome.dp = plan
-            trainer = FederatedTrainer(
-                peft_model, client_examples, eval_examples, build_protocol(run),
-                federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
-                checkpoint_path=checkpoint_path(out, run),
-                fingerprint=run_fingerprint(config, run), dp=plans[run.name],
-                dp_secret=dp_secret_for(run, out, resume=resume),
-                nominal_sizes=[c.nominal_size for c in dataset.clients],
-            )
-            canaries = None
-            if config.attacks.client_canaries and run.dp_config().mode in ("user",
-                                                                             "distributed"):
-                canaries = trainer.plant_canaries(
-                    config.attacks.client_canaries,
-                    np.random.default_rng([config.seed, CLIENT_CANARY_SEED]))
-            gradient = None
-            if config.attacks.gradient_canaries and run.dp_config().mode == "sample":
-                gradient = trainer.plant_gradient_canaries(
-                    config.attacks.gradient_canaries,
-                    np.random.default_rng([config.seed, GRADIENT_CANARY_SEED]),
-                    client=GRADIENT_CANARY_CLIENT)
-            initial = get_adapter_vector(peft_model)
-            outcome.training = trainer.run(
-                resume=resume,
-                on_start=partial(progress.run_started, run, config.federation.rounds),
-                on_round_end=partial(progress.round_finished, run),
-            )
-            if trainer.dist_dp is not None and outcome.dp is not None:
-                outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
-                                               outcome.training.history)
-            outcome.leakage = measure_run_leakage(RunLeakage(
-                peft_model, tokenizer, dataset, config, device, run, outcome.training,
-                outcome.dp, shadows.get(repr(lora)), canaries=canaries, initial=initial,
-                gradient=gradient))
-            outcome.adapter_size = adapter_size(peft_model)
-            peft_model.save_pretrained(str(run_dir / "adapter"))
-            outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
-            outcome.status = "ok"
+            if leader is not None and leader.training is not None:
+                progress.run_started(run, config.federation.rounds, config.federation.rounds)
+                outcome = shared_outcome(outcome, leader, RunLeakage(
+                    peft_model, tokenizer, dataset, config, device, run,
+                    leader.training.companion(run.name), None, shadows.get(repr(lora)),
+                    released=leader.leakage))
+                peft_model.save_pretrained(str(run_dir / "adapter"))
+                outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
+            else:
+                if run.dp_config().mode == "distributed":
+                    plans[run.name] = plan_run_dp(config, run,
+                                                  [c.nominal_size for c in dataset.clients],
+                                                  adapter_dim=adapter_size(peft_model))
+                plan = plans[run.name]
+                if plan is not None and noise_scale != 1:
+                    plan = plans[run.name] = replace(plan, noise_scale=noise_scale)
+                outcome.dp = plan
+                companions = groups.get(run.name, ())
+                trainer = FederatedTrainer(
+                    peft_model, client_examples, eval_examples, build_protocol(run),
+                    federation_settings(config), pad_id=pad_id, device=device, seed=config.seed,
+                    checkpoint_path=checkpoint_path(out, run),
+                    fingerprint=run_fingerprint(config, run, companions), dp=plans[run.name],
+                    dp_secret=dp_secret_for(run, out, resume=resume),
+                    nominal_sizes=[c.nominal_size for c in dataset.clients],
+                    companions={c.name: build_protocol(c) for c in companions},
+                )
+                canaries = None
+                if config.attacks.client_canaries and run.dp_config().mode in ("user",
+                                                                                 "distributed"):
+                    canaries = trainer.plant_canaries(
+                        config.attacks.client_canaries,
+                        np.random.default_rng([config.seed, CLIENT_CANARY_SEED]))
+                gradient = None
+                if config.attacks.gradient_canaries and run.dp_config().mode == "sample":
+                    gradient = trainer.plant_gradient_canaries(
+                        config.attacks.gradient_canaries,
+                        np.random.default_rng([config.seed, GRADIENT_CANARY_SEED]),
+                        client=GRADIENT_CANARY_CLIENT)
+                initial = get_adapter_vector(peft_model)
+                outcome.training = trainer.run(
+                    resume=resume,
+                    on_start=partial(progress.run_started, run, config.federation.rounds),
+                    on_round_end=partial(progress.round_finished, run),
+                )
+                if trainer.dist_dp is not None and outcome.dp is not None:
+                    outcome.dp = spent_distributed(outcome.dp, trainer.dist_dp,
+                                                   outcome.training.history)
+                outcome.leakage = measure_run_leakage(RunLeakage(
+                    peft_model, tokenizer, dataset, config, device, run, outcome.training,
+                    outcome.dp, shadows.get(repr(lora)), canaries=canaries, initial=initial,
+                    gradient=gradient))
+                outcome.adapter_size = adapter_size(peft_model)
+                peft_model.save_pretrained(str(run_dir / "adapter"))
+                outcome.adapter_dir = str(Path("runs") / run.name / "adapter")
+                outcome.status = "ok"
         except (FedprivError, RuntimeError, torch.cuda.OutOfMemoryError) as err:
             if isinstance(err, FedprivError) and len(config.runs) == 1:
                 raise
@@ -603,6 +683,8 @@ def run_audit(
         finally:
             if peft_model is not None:
                 model = peft_model.unload()
+        if outcome.status == "ok":
+            finished[run.name] = outcome
         outcomes.append(outcome)
         progress.run_finished(run, outcome)
         report = build_report(config, outcomes, device=str(device),

@@ -167,7 +167,8 @@ def estimate_client_bytes(model: PeftModel, *, rows: int, seq_len: int, adapter_
     Per token: each decoder layer keeps about 24 hidden-sized activations for the
     backward pass, and the logits with their softmax about 3 vocabulary-sized
     rows; the adapter stack, its gradient and AdamW's two moments add
-    ``4 × adapter_values``.  DP adds the per-layer inputs it keeps.  An estimate
+    ``4 × adapter_values``.  DP adds the per-layer inputs it keeps and each row's
+    per-example gradient (``adapter_values`` per row).  An estimate
     for sizing chunks, not a bound.
     """
     cfg = model.config
@@ -176,9 +177,11 @@ def estimate_client_bytes(model: PeftModel, *, rows: int, seq_len: int, adapter_
     inter = int(getattr(cfg, "intermediate_size", 0) or 4 * hidden)
     vocab = int(getattr(cfg, "vocab_size", 0) or 32000)
     per_token = layers * (24 * hidden + 4 * inter) + 3 * vocab
-    if dp:
+    per_row = 0
+    if dp:  # the per-layer inputs it keeps, and every example's gradient of the adapter
         per_token += layers * (8 * hidden + 2 * inter)
-    return 4 * (rows * seq_len * per_token + 4 * adapter_values)
+        per_row = adapter_values
+    return 4 * (rows * (seq_len * per_token + per_row) + 4 * adapter_values)
 
 
 class _StackedAdapters:
@@ -312,8 +315,8 @@ class BatchedClientTrainer:
         per_client = estimate_client_bytes(self.model, rows=rows, seq_len=seq_len,
                                            adapter_values=self.adapter_values, dp=dp)
         size = max(1, int(self.memory_budget_mb * 2**20 // per_client))
-        if self.device.type == "cpu":
-            size = min(size, max(1, CPU_CHUNK_TOKENS // (rows * seq_len)))
+        if self.device.type == "cpu":  # by the expected rows: Poisson batches average b
+            size = min(size, max(1, CPU_CHUNK_TOKENS // (settings.batch_size * seq_len)))
         return size
 
     # ------------------------------------------------------------------ training
@@ -460,26 +463,28 @@ class BatchedClientTrainer:
             rest = iter(grads[len(st.slots):])
             d_hidden = [next(rest) if slot.a_index is not None else None for slot in st.slots]
             sq = torch.zeros((c, b), device=self.device, dtype=torch.float32)
-            pieces: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+            # Every example's gradient of every stacked weight, kept for the clipped sum
+            # (at most rows × adapter values per chunk, which chunk_size budgets for).
+            per_example: list[tuple[int, torch.Tensor]] = []
             for k, slot in enumerate(st.slots):
                 x = st.inputs[k].detach().reshape(c, b, -1, st.inputs[k].shape[-1])
                 h = st.hidden[k].detach().reshape(c, b, -1, st.hidden[k].shape[-1])
                 dy = d_out[k].reshape(c, b, -1, d_out[k].shape[-1])  # already holds the scaling
                 if slot.b_index is not None:
-                    g = torch.einsum("cbto,cbtr->cbor", dy, h)
+                    g = dy.transpose(-1, -2) @ h  # (c, b, out, r): Σ_t δy_t h_tᵀ
                     sq += g.float().pow(2).sum(dim=(2, 3))
-                    pieces.append((slot.b_index, dy, h))
+                    per_example.append((slot.b_index, g))
                 grad_h = d_hidden[k]
                 if slot.a_index is not None and grad_h is not None:
                     dh = grad_h.reshape(c, b, -1, grad_h.shape[-1])
-                    g = torch.einsum("cbtr,cbti->cbri", dh, x)
+                    g = dh.transpose(-1, -2) @ x  # (c, b, r, in): Σ_t δh_t x_tᵀ
                     sq += g.float().pow(2).sum(dim=(2, 3))
-                    pieces.append((slot.a_index, dh, x))
+                    per_example.append((slot.a_index, g))
             norms = sq.sqrt()
             factor = (dp.max_grad_norm / (norms + 1e-6)).clamp(max=1.0) * rows.real
-            for index, left, right in pieces:
-                summed[index] = torch.einsum("cb,cbto,cbti->coi", factor.to(left.dtype),
-                                             left, right).to(summed[index].dtype)
+            for index, g in per_example:
+                weights = factor.to(g.dtype).view(c, b, 1, 1)
+                summed[index] = (weights * g).sum(dim=1).to(summed[index].dtype)
             loss_rows = example_loss.detach().view(c, b) * rows.real
             losses = loss_rows.sum(dim=1).cpu().tolist()
             st.inputs, st.hidden, st.outputs = [], [], []

@@ -20,6 +20,14 @@ publishes the seed, and noise regenerated from it could be subtracted.  The
 secret is kept beside the checkpoint, so a resumed DP run is still identical to
 an uninterrupted one.  Only ``dp_params.deterministic`` (debugging) derives them
 from the seed, and such a run says so in its privacy block.
+
+Shared training.  A trainer built with ``companions`` (other runs' protocols,
+by run name) also aggregates every round's client inputs with each of them and
+compares (:class:`CompanionRound`): same survivors, every entry within
+:data:`SHARE_TOLERANCE` of the trainer's own aggregate.  Their views and costs
+are kept per round, so :meth:`TrainingResult.companion` gives each companion
+run a result of its own on the one trajectory, and
+:meth:`TrainingResult.companion_error` says when it did not match.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +173,9 @@ class RoundRecord:
     """User-level DP: the update clip bound clients used this round."""
     dp_next_clip: float | None = None
     """User-level DP: the bound for the next round (moves under adaptive clipping)."""
+    companions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Shared training: by companion run, what its protocol made of this round's inputs
+    (:meth:`CompanionRound.record`); empty for a trainer without companions."""
 
 
 @dataclass
@@ -182,6 +193,46 @@ class TrainingResult:
     resumed_from_round: int | None = None
     canary_rounds: list[CanaryRound] = field(default_factory=list)
     """Every released round's observation of the audit's canary clients (if planted)."""
+    companion_views: dict[str, list[ServerView]] = field(default_factory=dict)
+    """Shared training: each companion protocol's server views (kept like ``views``)."""
+
+    def companion_error(self, name: str) -> str | None:
+        """Why companion run ``name`` cannot take this trajectory as its own (``None``: it can).
+
+        It can when every round's companion aggregate matched (same survivors,
+        within :data:`SHARE_TOLERANCE`) and no round was aborted.
+        """
+        for h in self.history:
+            record = h.companions.get(name)
+            if record is None:
+                return f"round {h.round} has no record of it"
+            if record["error"] is not None:
+                return f"round {h.round}: {record['error']}"
+            if h.aborted is not None:
+                return f"round {h.round} was aborted"
+        return None
+
+    def max_abs_deviation(self, name: str) -> float:
+        """Largest entry of |companion aggregate − own aggregate| over the rounds."""
+        return max((h.companions[name]["max_abs_deviation"] for h in self.history
+                    if name in h.companions), default=0.0)
+
+    def companion(self, name: str) -> TrainingResult:
+        """Companion run ``name``'s result: this trajectory, its protocol's views and costs."""
+        history, own_s, its_s = [], 0.0, 0.0
+        for h in self.history:
+            c = h.companions[name]
+            own_s += h.protocol_s
+            its_s += c["protocol_s"]
+            history.append(replace(
+                h, survivors=list(c["survivors"]), update_norm=c["update_norm"],
+                protocol_s=c["protocol_s"], bytes_up_per_client=c["bytes_up_per_client"],
+                bytes_down_per_client=c["bytes_down_per_client"],
+                clipped_values=c["clipped_values"], rejected_clients=c["rejected_clients"],
+                wall_s=h.wall_s - h.protocol_s + c["protocol_s"], companions={}))
+        return replace(self, history=history, views=list(self.companion_views.get(name, [])),
+                       view_globals=list(self.view_globals) if name in self.companion_views
+                       else [], wall_s=self.wall_s - own_s + its_s, companion_views={})
 
 
 @dataclass(frozen=True)
@@ -200,6 +251,62 @@ class RoundOutcome:
     """Why the protocol aborted the round (too few survivors), if it did."""
     dp_round: UserDPRound | None = None
     """What user-level DP's server step did (clip bounds), when it is on."""
+    companions: Mapping[str, CompanionRound] = field(default_factory=dict)
+    """Shared training: what each companion protocol made of the same inputs."""
+
+
+SHARE_TOLERANCE = 1e-3
+"""A companion protocol's aggregate may differ from the trainer's own by at most this
+fraction of the largest entry of the trainer's aggregate (fixed-point rounding of
+``secagg``/``secagg+`` at the default step 2⁻²⁰ and CKKS' ≤ 2⁻³⁰ error are far below)."""
+
+
+@dataclass(frozen=True)
+class CompanionRound:
+    """What a companion protocol made of the inputs the trainer's own protocol aggregated.
+
+    Shared training (:class:`FederatedTrainer` ``companions``): runs that differ only
+    by an exact aggregation protocol train on one trajectory; each round the same
+    client inputs also go through every companion protocol, whose aggregate must
+    match the trainer's (same survivors, within :data:`SHARE_TOLERANCE`), so the
+    companion's released model *is* the trainer's.
+    """
+
+    result: AggregationResult | None
+    max_abs_deviation: float
+    """Largest ``|companion aggregate − trainer aggregate|`` entry (``inf``: not comparable)."""
+    error: str | None = None
+    """Why the companion's round failed or does not match (``None``: it matches)."""
+
+    @classmethod
+    def compare(cls, result: AggregationResult, own: AggregationResult) -> CompanionRound:
+        """Compare a companion's ``result`` with the trainer's ``own`` result of the round."""
+        if tuple(result.survivors) != tuple(own.survivors):
+            return cls(result, math.inf, f"survivors {list(result.survivors)} differ from "
+                                         f"{list(own.survivors)}")
+        deviation = float(np.max(np.abs(np.asarray(result.aggregate, dtype=np.float64)
+                                        - own.aggregate), initial=0.0))
+        bound = SHARE_TOLERANCE * float(np.max(np.abs(own.aggregate), initial=0.0))
+        if not deviation <= bound:
+            return cls(result, deviation, f"aggregate differs by {deviation:.3g} (> {bound:.3g}, "
+                                          f"{SHARE_TOLERANCE:g} of its largest entry)")
+        return cls(result, deviation)
+
+    def record(self) -> dict[str, Any]:
+        """Return the round's history entry for the companion run (JSON-able, checkpointed)."""
+        res = self.result
+        return {
+            "survivors": [] if res is None else [int(c) for c in res.survivors],
+            "update_norm": 0.0 if res is None else float(np.linalg.norm(res.aggregate)),
+            "protocol_s": 0.0 if res is None else res.cost.protocol_seconds(),
+            "bytes_up_per_client": 0.0 if res is None else res.cost.bytes_up_per_client(),
+            "bytes_down_per_client": 0.0 if res is None else res.cost.bytes_down_per_client(),
+            "clipped_values": 0 if res is None else int(sum(
+                s.get("clipped_values", 0) for s in res.client_stats.values())),
+            "rejected_clients": 0 if res is None else len(res.rejected_clients),
+            "max_abs_deviation": self.max_abs_deviation,
+            "error": self.error,
+        }
 
 
 def _seed_int(*entropy: int) -> int:
@@ -245,6 +352,7 @@ class FederatedTrainer:
         round_runner: RoundRunner | None = None,
         dp_secret: bytes | None = None,
         nominal_sizes: Sequence[int] | None = None,
+        companions: Mapping[str, AggregationProtocol] | None = None,
     ) -> None:
         if not client_examples:
             raise ConfigError("the federation has no clients")
@@ -316,6 +424,12 @@ class FederatedTrainer:
         """Why clients train sequentially (``None`` until decided, ``""`` when batched)."""
         self.eval_examples = eval_examples
         self.protocol = protocol
+        self.companions: dict[str, AggregationProtocol] = dict(companions or {})
+        """Shared training: protocols that also aggregate every round's inputs
+        (:class:`CompanionRound`), by the name of the run they stand for."""
+        if self.companions and (dp is not None or settings.dropout):
+            raise ConfigError("shared training (companion protocols) needs runs without DP "
+                              "and without simulated dropouts; train such runs separately")
         self.settings = settings
         self.pad_id = pad_id
         self.device = device
@@ -598,7 +712,29 @@ class FederatedTrainer:
             logger.warning("round %d aborted after %d dropouts: %s", round_index,
                            len(dropouts), err)
             return RoundOutcome(global_vector, participants, None, losses, train_s, str(err))
-        return self._step(round_index, global_vector, participants, result, losses, train_s)
+        outcome = self._step(round_index, global_vector, participants, result, losses, train_s)
+        if not self.companions:
+            return outcome
+        return replace(outcome, companions={
+            name: self._companion_round(name, protocol, ctx, inputs, dropouts, result)
+            for name, protocol in self.companions.items()})
+
+    def _companion_round(
+        self, name: str, protocol: AggregationProtocol, ctx: RoundContext,
+        inputs: Mapping[int, ClientInput], dropouts: Mapping[int, int],
+        own: AggregationResult,
+    ) -> CompanionRound:
+        """Aggregate the round's ``inputs`` with a companion protocol; compare with ``own``."""
+        try:
+            result = self.round_runner(protocol, ctx, inputs, dropouts=dropouts)
+        except ProtocolError as err:
+            logger.warning("round %d: companion run '%s' failed: %s", ctx.round, name, err)
+            return CompanionRound(None, math.inf, f"{type(err).__name__}: {err}")
+        companion = CompanionRound.compare(result, own)
+        if companion.error is not None:
+            logger.warning("round %d: companion run '%s' does not match: %s", ctx.round, name,
+                           companion.error)
+        return companion
 
     def _step(
         self, round_index: int, global_vector: np.ndarray, participants: tuple[int, ...],
@@ -735,17 +871,26 @@ class FederatedTrainer:
             on_start(first_round)
         views: list[ServerView] = []
         view_globals: list[np.ndarray] = []
+        companion_views: dict[str, list[ServerView]] = {name: [] for name in self.companions}
+        companion_s = 0.0  # the companions' protocols' time is theirs, not this run's
         last_eval: EvalResult | None = None
         for r in range(first_round, self.settings.rounds):
             t_round = time.perf_counter()
             before = global_vector
             outcome = self.train_round(r, global_vector)
             global_vector, result = outcome.global_vector, outcome.result
+            round_companion_s = sum(c.result.cost.protocol_seconds()
+                                    for c in outcome.companions.values() if c.result is not None)
+            companion_s += round_companion_s
             if result is not None and self.settings.keep_views == "all":
                 views.append(result.view)
                 view_globals.append(before)
             elif result is not None and self.settings.keep_views == "last":
                 views, view_globals = [result.view], [before]
+            for name, companion in outcome.companions.items():
+                if companion.result is not None and self.settings.keep_views != "none":
+                    kept = companion_views[name] if self.settings.keep_views == "all" else []
+                    companion_views[name] = [*kept, companion.result.view]
             last = r == self.settings.rounds - 1
             last_eval = None
             if last or (r + 1) % self.settings.eval_every == 0:
@@ -758,7 +903,7 @@ class FederatedTrainer:
                 update_norm=0.0 if result is None else float(np.linalg.norm(result.aggregate)),
                 eval_loss=None if last_eval is None else last_eval.loss,
                 perplexity=None if last_eval is None else last_eval.perplexity,
-                wall_s=time.perf_counter() - t_round,
+                wall_s=time.perf_counter() - t_round - round_companion_s,
                 train_s=outcome.train_s,
                 protocol_s=0.0 if result is None else result.cost.protocol_seconds(),
                 bytes_up_per_client=0.0 if result is None else result.cost.bytes_up_per_client(),
@@ -771,6 +916,7 @@ class FederatedTrainer:
                 rejected_clients=0 if result is None else len(result.rejected_clients),
                 dp_clip=None if outcome.dp_round is None else outcome.dp_round.clip,
                 dp_next_clip=None if outcome.dp_round is None else outcome.dp_round.next_clip,
+                companions={name: c.record() for name, c in outcome.companions.items()},
             )
             history.append(record)
             if self.checkpoint_path is not None:
@@ -780,7 +926,7 @@ class FederatedTrainer:
                     global_vector=global_vector,
                     history=[asdict(h) for h in history],
                     base_eval=asdict(base_eval),
-                    elapsed_s=elapsed_before + time.perf_counter() - start,
+                    elapsed_s=elapsed_before + time.perf_counter() - start - companion_s,
                     finished=last,
                     **self._canary_checkpoint(),
                 ))
@@ -796,9 +942,10 @@ class FederatedTrainer:
             final_eval=last_eval,
             views=views,
             view_globals=view_globals,
-            wall_s=elapsed_before + time.perf_counter() - start,
+            wall_s=elapsed_before + time.perf_counter() - start - companion_s,
             resumed_from_round=first_round if ckpt is not None else None,
             canary_rounds=list(self.canary_rounds),
+            companion_views={name: v for name, v in companion_views.items() if v},
         )
 
     def _canary_checkpoint(self) -> dict[str, Any]:
