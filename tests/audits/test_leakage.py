@@ -2,6 +2,10 @@
 
 from pathlib import Path
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedpriv.audits.config import AuditConfig, from_mapping
 from fedpriv.audits.report import summary_rows
 from fedpriv.audits.runner import run_audit
@@ -51,3 +55,29 @@ def test_inversion_and_update_mia_follow_the_protocol(tmp_path: Path) -> None:
     # The update-level MIA needs individual updates: plain only.
     assert plain["leakage"]["mia_update"]["observed"].startswith("client ")
     assert "mia_update" not in secagg["leakage"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), min_size=1, max_size=6),
+       limit=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_paired_members_draws_both_classes_from_the_same_clients(
+    sizes: list[tuple[int, int]], limit: int, seed: int,
+) -> None:
+    """Members and non-members come client by client in equal numbers (no client-mix AUC)."""
+    from types import SimpleNamespace
+
+    from fedpriv.audits.leakage import paired_members
+
+    def records(client: int, kind: str, n: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(text=f"{client}-{kind}-{i}") for i in range(n)]
+
+    clients = [SimpleNamespace(member_records=records(c, "m", m),
+                               nonmember_records=records(c, "n", n))
+               for c, (m, n) in enumerate(sizes)]
+    mem, non = paired_members(SimpleNamespace(clients=clients), np.random.default_rng(seed),
+                              limit)  # type: ignore[arg-type]
+    assert len(mem) == len(non) == min(limit, sum(min(m, n) for m, n in sizes))
+    assert len(set(mem)) == len(mem) and len(set(non)) == len(non)
+    assert all("-m-" in t for t in mem) and all("-n-" in t for t in non)
+    for c in range(len(sizes)):  # the same clients, in the same numbers
+        assert sum(t.startswith(f"{c}-") for t in mem) == sum(t.startswith(f"{c}-") for t in non)

@@ -62,12 +62,32 @@ MAX_MIA_EXAMPLES = 256
 """Members and non-members scored per run, each (a balanced, seeded subsample)."""
 
 
-def _balanced(members: list[str], nonmembers: list[str], rng: np.random.Generator,
-              limit: int) -> tuple[list[str], list[str]]:
-    n = min(len(members), len(nonmembers), limit)
-    pick_m = rng.choice(len(members), size=n, replace=False)
-    pick_n = rng.choice(len(nonmembers), size=n, replace=False)
-    return [members[i] for i in sorted(pick_m)], [nonmembers[i] for i in sorted(pick_n)]
+def paired_members(
+    dataset: FederatedDataset, rng: np.random.Generator, limit: int,
+) -> tuple[list[str], list[str]]:
+    """Return equal numbers of member and non-member texts, drawn client by client.
+
+    Each client contributes as many members as non-members (the smaller of its
+    two counts, each drawn at random), and at most ``limit`` such pairs are
+    kept, so both classes come from the same clients in the same numbers.
+    Drawing the classes independently from the pooled records (as before)
+    let the clients' own difficulty decide the AUC: with the untrained base
+    model, 256 + 256 records of the cross-device population gave loss-attack
+    AUCs from 0.42 to 0.54 across sampling seeds, where only chance (±0.03)
+    should show.
+    """
+    pairs: list[tuple[str, str]] = []
+    for client in dataset.clients:
+        mem = [r.text for r in client.member_records]
+        non = [r.text for r in client.nonmember_records]
+        k = min(len(mem), len(non))
+        if k:
+            pick_m = rng.choice(len(mem), size=k, replace=False)
+            pick_n = rng.choice(len(non), size=k, replace=False)
+            pairs += [(mem[int(i)], non[int(j)]) for i, j in zip(pick_m, pick_n, strict=True)]
+    if len(pairs) > limit:
+        pairs = [pairs[int(i)] for i in sorted(rng.choice(len(pairs), size=limit, replace=False))]
+    return [m for m, _ in pairs], [n for _, n in pairs]
 
 
 def measure_leakage(
@@ -89,12 +109,10 @@ def measure_leakage(
     is put back afterwards.
     """
     rng = np.random.default_rng([seed, 0x1EA7])
-    members = [r.text for c in dataset.clients for r in c.member_records]
-    nonmembers = [r.text for c in dataset.clients for r in c.nonmember_records]
+    mem, non = paired_members(dataset, rng, MAX_MIA_EXAMPLES)
     leakage: dict[str, Any] = {}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if members and nonmembers:
-        mem, non = _balanced(members, nonmembers, rng, MAX_MIA_EXAMPLES)
+    if mem and non:
         texts = mem + non
         labels = np.array([True] * len(mem) + [False] * len(non))
         examples = encode_texts(tokenizer, texts, max_length)
