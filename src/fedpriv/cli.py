@@ -132,6 +132,11 @@ class _RichProgress(AuditProgress):
         self.tasks[run.name] = self.progress.add_task(label, total=total_rounds,
                                                       completed=first_round, ppl="")
 
+    def run_shared(self, run: RunConfig, trained_by: str, total_rounds: int) -> None:
+        label = f"{run.name} ({run.protocol}) trained with {trained_by}"
+        self.tasks[run.name] = self.progress.add_task(label, total=total_rounds,
+                                                      completed=total_rounds, ppl="")
+
     def round_finished(self, run: RunConfig, record: RoundRecord) -> None:
         ppl = "" if record.perplexity is None else f"ppl {record.perplexity:.2f}"
         self.progress.update(self.tasks[run.name], advance=1, ppl=ppl)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedpriv.audits.config import AuditConfig, from_mapping, load_preset
+from fedpriv.audits.config import AuditConfig, RunConfig, from_mapping, load_preset
+from fedpriv.audits.progress import AuditProgress
 from fedpriv.audits.runner import run_audit, run_fingerprint, shared_training_groups
 from fedpriv.protocols import AggregationResult, CostRecord, ServerView
 from fedpriv.train.loop import SHARE_TOLERANCE, CompanionRound
@@ -76,9 +77,19 @@ def test_companion_round_compare() -> None:
     assert other.error is not None and other.max_abs_deviation == float("inf")
 
 
+class _Recorder(AuditProgress):
+    def __init__(self) -> None:
+        self.shared: list[tuple[str, str, int]] = []
+
+    def run_shared(self, run: RunConfig, trained_by: str, total_rounds: int) -> None:
+        self.shared.append((run.name, trained_by, total_rounds))
+
+
 def test_shared_audit_matches_separate_training(tmp_path: Path) -> None:
     config = _config([PLAIN, SECAGG])
-    shared = run_audit(config, tmp_path / "shared")
+    progress = _Recorder()
+    shared = run_audit(config, tmp_path / "shared", progress=progress)
+    assert progress.shared == [("secagg+", "plain", 2)]  # the CLI's bar says so
     alone = run_audit(replace(config, federation=replace(config.federation,
                                                          share_training=False)),
                       tmp_path / "alone")

@@ -17,6 +17,9 @@ class AuditProgress:
     def run_started(self, run: RunConfig, total_rounds: int, first_round: int) -> None:
         """Announce that ``run`` starts training (``first_round`` > 0 when resumed)."""
 
+    def run_shared(self, run: RunConfig, trained_by: str, total_rounds: int) -> None:
+        """Announce that ``run`` took run ``trained_by``'s trajectory (shared training)."""
+
     def round_finished(self, run: RunConfig, record: RoundRecord) -> None:
         """Report a round of ``run`` that finished and was checkpointed."""
 

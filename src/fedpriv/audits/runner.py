@@ -620,7 +620,7 @@ def run_audit(
             if config.attacks.shadow_models and repr(lora) not in shadows:
                 shadows[repr(lora)] = train_shadows(config, peft_model, tokenizer, device)
             if leader is not None and leader.training is not None:
-                progress.run_started(run, config.federation.rounds, config.federation.rounds)
+                progress.run_shared(run, leader.run.name, config.federation.rounds)
                 outcome = shared_outcome(outcome, leader, RunLeakage(
                     peft_model, tokenizer, dataset, config, device, run,
                     leader.training.companion(run.name), None, shadows.get(repr(lora)),
