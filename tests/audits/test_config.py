@@ -244,3 +244,15 @@ def test_local_epochs_alone_replaces_the_default_steps() -> None:
     assert from_mapping(AuditConfig, {}).federation.local_steps == 8
     with pytest.raises(ConfigError, match="exactly one"):
         from_mapping(AuditConfig, {"federation": {"local_epochs": 2, "local_steps": 3}})
+
+
+def test_overriding_local_steps_replaces_the_presets_local_epochs() -> None:
+    default = load_preset("default")
+    assert default.federation.local_epochs == 2
+    steps = override(default, {"federation.local_steps": 3}).federation
+    assert (steps.local_steps, steps.local_epochs) == (3, None)
+    epochs = override(override(default, {"federation.local_steps": 3}),
+                      {"federation.local_epochs": 1}).federation
+    assert (epochs.local_steps, epochs.local_epochs) == (None, 1)
+    with pytest.raises(ConfigError, match="exactly one"):
+        override(default, {"federation.local_steps": 3, "federation.local_epochs": 1})

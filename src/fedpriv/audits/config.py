@@ -564,6 +564,11 @@ def _override_mapping(data: dict[str, Any], values: Mapping[str, Any], *, where:
     for key, value in values.items():
         if not key.startswith(RUNS_PREFIX):
             _set_path(data, key.split("."), value)
+    # local_steps and local_epochs are alternatives: setting one alone replaces the other.
+    for chosen, other in (("local_steps", "local_epochs"), ("local_epochs", "local_steps")):
+        if (f"federation.{chosen}" in values and values[f"federation.{chosen}"] is not None
+                and f"federation.{other}" not in values):
+            data.setdefault("federation", {})[other] = None
     for key in sorted((k for k in values if k.startswith(RUNS_PREFIX)), key=_run_key_order):
         applied = [_set_on_run(run, key, values[key]) for run in data["runs"]]
         if not any(applied):
@@ -582,8 +587,10 @@ def override(config: AuditConfig, values: Mapping[str, Any], *, where: str = "")
     ``dp_params`` when it changes the run's mode (and its ``epsilon`` when the
     mode becomes ``none``); ``runs.epsilon`` sets the target ε of the DP runs
     only and drops their ``noise_multiplier``, and a warning says when no run
-    uses DP.  ``where`` (e.g. ``grid cell federation.lr=0.001``) prefixes that
-    warning and the message of any :class:`ConfigError`.
+    uses DP.  ``federation.local_steps`` alone replaces a config's ``local_epochs``
+    and the other way round (they are alternatives).  ``where`` (e.g. ``grid cell
+    federation.lr=0.001``) prefixes that warning and the message of any
+    :class:`ConfigError`.
     """
     data = to_dict(config)
     _override_mapping(data, values, where=where)
