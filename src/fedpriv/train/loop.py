@@ -225,10 +225,7 @@ class TrainingResult:
             own_s += h.protocol_s
             its_s += c["protocol_s"]
             history.append(replace(
-                h, survivors=list(c["survivors"]), update_norm=c["update_norm"],
-                protocol_s=c["protocol_s"], bytes_up_per_client=c["bytes_up_per_client"],
-                bytes_down_per_client=c["bytes_down_per_client"],
-                clipped_values=c["clipped_values"], rejected_clients=c["rejected_clients"],
+                h, **{key: c[key] for key in protocol_fields(None)},  # its protocol's fields
                 wall_s=h.wall_s - h.protocol_s + c["protocol_s"], companions={}))
         return replace(self, history=history, views=list(self.companion_views.get(name, [])),
                        view_globals=list(self.view_globals) if name in self.companion_views
@@ -294,19 +291,25 @@ class CompanionRound:
 
     def record(self) -> dict[str, Any]:
         """Return the round's history entry for the companion run (JSON-able, checkpointed)."""
-        res = self.result
-        return {
-            "survivors": [] if res is None else [int(c) for c in res.survivors],
-            "update_norm": 0.0 if res is None else float(np.linalg.norm(res.aggregate)),
-            "protocol_s": 0.0 if res is None else res.cost.protocol_seconds(),
-            "bytes_up_per_client": 0.0 if res is None else res.cost.bytes_up_per_client(),
-            "bytes_down_per_client": 0.0 if res is None else res.cost.bytes_down_per_client(),
-            "clipped_values": 0 if res is None else int(sum(
-                s.get("clipped_values", 0) for s in res.client_stats.values())),
-            "rejected_clients": 0 if res is None else len(res.rejected_clients),
-            "max_abs_deviation": self.max_abs_deviation,
-            "error": self.error,
-        }
+        return {**protocol_fields(self.result), "max_abs_deviation": self.max_abs_deviation,
+                "error": self.error}
+
+
+def protocol_fields(result: AggregationResult | None) -> dict[str, Any]:
+    """Return the :class:`RoundRecord` fields a protocol's round result decides (none: zeros).
+
+    One place for the trainer's own history and its companions' (shared training).
+    """
+    return {
+        "survivors": [] if result is None else [int(c) for c in result.survivors],
+        "update_norm": 0.0 if result is None else float(np.linalg.norm(result.aggregate)),
+        "protocol_s": 0.0 if result is None else result.cost.protocol_seconds(),
+        "bytes_up_per_client": 0.0 if result is None else result.cost.bytes_up_per_client(),
+        "bytes_down_per_client": 0.0 if result is None else result.cost.bytes_down_per_client(),
+        "clipped_values": 0 if result is None else int(sum(
+            s.get("clipped_values", 0) for s in result.client_stats.values())),
+        "rejected_clients": 0 if result is None else len(result.rejected_clients),
+    }
 
 
 def _seed_int(*entropy: int) -> int:
@@ -879,8 +882,8 @@ class FederatedTrainer:
             before = global_vector
             outcome = self.train_round(r, global_vector)
             global_vector, result = outcome.global_vector, outcome.result
-            round_companion_s = sum(c.result.cost.protocol_seconds()
-                                    for c in outcome.companions.values() if c.result is not None)
+            companion_records = {name: c.record() for name, c in outcome.companions.items()}
+            round_companion_s = sum(c["protocol_s"] for c in companion_records.values())
             companion_s += round_companion_s
             if result is not None and self.settings.keep_views == "all":
                 views.append(result.view)
@@ -898,25 +901,16 @@ class FederatedTrainer:
             record = RoundRecord(
                 round=r,
                 participants=list(outcome.participants),
-                survivors=[] if result is None else list(result.survivors),
                 train_loss=float(np.mean(outcome.losses)) if outcome.losses else float("nan"),
-                update_norm=0.0 if result is None else float(np.linalg.norm(result.aggregate)),
                 eval_loss=None if last_eval is None else last_eval.loss,
                 perplexity=None if last_eval is None else last_eval.perplexity,
                 wall_s=time.perf_counter() - t_round - round_companion_s,
                 train_s=outcome.train_s,
-                protocol_s=0.0 if result is None else result.cost.protocol_seconds(),
-                bytes_up_per_client=0.0 if result is None else result.cost.bytes_up_per_client(),
-                bytes_down_per_client=(
-                    0.0 if result is None else result.cost.bytes_down_per_client()
-                ),
-                clipped_values=0 if result is None else int(sum(
-                    s.get("clipped_values", 0) for s in result.client_stats.values())),
                 aborted=outcome.aborted,
-                rejected_clients=0 if result is None else len(result.rejected_clients),
                 dp_clip=None if outcome.dp_round is None else outcome.dp_round.clip,
                 dp_next_clip=None if outcome.dp_round is None else outcome.dp_round.next_clip,
-                companions={name: c.record() for name, c in outcome.companions.items()},
+                companions=companion_records,
+                **protocol_fields(result),
             )
             history.append(record)
             if self.checkpoint_path is not None:
